@@ -152,3 +152,23 @@ def permute_hidden(model: nn.Sequential, gen: torch.Generator) -> tuple[nn.Seque
                         if t is not None:
                             t.copy_(t[pending])
     return model, perms
+
+
+def induced_node_map(g1, g2, perms: dict[int, torch.Tensor]) -> torch.Tensor:
+    """For each node of g1, the node of g2 it becomes: at depth d, old neuron
+    p[k] is new neuron k."""
+    new_neuron = g1.neuron.clone()
+    for depth, p in perms.items():
+        at = g1.layer == depth
+        inverse = torch.empty_like(p)
+        inverse[p] = torch.arange(p.numel())
+        new_neuron[at] = inverse[g1.neuron[at]]
+    key2 = (g2.layer * 1_000_000 + g2.neuron).tolist()
+    lookup = {k: i for i, k in enumerate(key2)}
+    return torch.tensor([lookup[k] for k in (g1.layer * 1_000_000 + new_neuron).tolist()])
+
+
+def induced_edge_map(g1, g2, node_map: torch.Tensor) -> torch.Tensor:
+    """For each edge of g1, the edge of g2 between the mapped endpoints."""
+    lookup = {(s, d): i for i, (s, d) in enumerate(g2.edge_index.T.tolist())}
+    return torch.tensor([lookup[(s, d)] for s, d in node_map[g1.edge_index].T.tolist()])

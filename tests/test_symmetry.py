@@ -7,21 +7,7 @@ from hypothesis import given, strategies as st
 from torch import nn
 
 import converters
-from nets import cnns, mlps, permute_hidden, randomize_norms
-
-
-def induced_node_map(g1, g2, perms: dict[int, torch.Tensor]) -> torch.Tensor:
-    """For each node of g1, the node of g2 it becomes: at depth d, old neuron
-    p[k] is new neuron k."""
-    new_neuron = g1.neuron.clone()
-    for depth, p in perms.items():
-        at = g1.layer == depth
-        inverse = torch.empty_like(p)
-        inverse[p] = torch.arange(p.numel())
-        new_neuron[at] = inverse[g1.neuron[at]]
-    key2 = (g2.layer * 1_000_000 + g2.neuron).tolist()
-    lookup = {k: i for i, k in enumerate(key2)}
-    return torch.tensor([lookup[k] for k in (g1.layer * 1_000_000 + new_neuron).tolist()])
+from nets import cnns, induced_node_map, mlps, permute_hidden, randomize_norms
 
 
 def edge_rows(g, node_map=None) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""Sparse graph layers vs a dense relational-transformer baseline.
+
+    python -m benchmarks.graph_models [--device cpu|cuda] [--d 64] [--repeat 3]
+
+Per case, one layer of each kind at the same width d: time of forward+backward
+(best of --repeat, after a warm-up) and peak memory (CUDA: max allocated; CPU:
+growth of the process's peak resident set, each measurement in a fresh
+subprocess). Also the sparse layer's cost against the number of edges. Prints
+a table and writes benchmarks/results/graph_models.json. Not part of the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import converters
+import graphnfn
+from benchmarks.dense_baseline import DenseRelationalAttention, densify
+from graphnfn.nn import EdgePNAConv, SparseRelationalAttention
+
+
+def siren():
+    return nn.Sequential(nn.Linear(2, 32), graphnfn.Sine(), nn.Linear(32, 32), graphnfn.Sine(), nn.Linear(32, 1))
+
+
+def small_cnn():
+    return nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def mlp_of(width: int):
+    return lambda: nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+
+
+# name -> (network maker, batch size)
+CASES = {
+    "SIREN (67 nodes)": (siren, 64),
+    "CNN zoo (59 nodes)": (small_cnn, 64),
+    "MLP 64-1000-1000-10": (mlp_of(1000), 1),
+    "MLP 64-250-250-10": (mlp_of(250), 4),
+}
+SCALING = [mlp_of(w) for w in (64, 128, 256, 512)]
+LAYERS = ("pna", "sparse-attention", "dense-attention")
+
+
+def _layer(kind: str, d: int, heads: int) -> nn.Module:
+    return {"pna": lambda: EdgePNAConv(d), "sparse-attention": lambda: SparseRelationalAttention(d, heads),
+            "dense-attention": lambda: DenseRelationalAttention(d, heads)}[kind]()
+
+
+def measure(kind: str, make, batch_size: int, d: int, heads: int, device: str, repeat: int) -> dict:
+    torch.manual_seed(0)
+    graph = converters.to_graph(make())
+    batch = graphnfn.collate([graph] * batch_size).to(device)
+    layer = _layer(kind, d, heads).to(device)
+    h = torch.randn(batch.num_nodes, d, device=device, requires_grad=True)
+    e = torch.randn(batch.num_edges, d, device=device, requires_grad=True)
+    if kind == "dense-attention":
+        hd, ed, mask = densify(h.detach(), e.detach(), batch.edge_index, batch.batch)
+        hd.requires_grad_(), ed.requires_grad_()
+        step = lambda: sum(t.sum() for t in layer(hd, ed, mask))  # noqa: E731
+    elif kind == "pna":
+        step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e, batch.batch, batch.num_graphs))  # noqa: E731
+    else:
+        step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e))  # noqa: E731
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step().backward()  # warm-up
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step().backward()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
+    return {"layer": kind, "nodes": graph.num_nodes, "edges": graph.num_edges, "batch": batch_size,
+            "ms": min(times) * 1e3, "peak_mib": peak / 2**20}
+
+
+def _case(case: str, index: int):
+    """(network maker, batch size) of a named case, or of SCALING[index] for case "-"."""
+    return (SCALING[index], 1) if case == "-" else CASES[case]
+
+
+def _in_subprocess(args: list[str]) -> dict:
+    """CPU peak memory is per process: measure each case in a fresh one."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.graph_models", "--one", *args],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--d", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/graph_models.json")
+    parser.add_argument("--one", nargs=3, metavar=("LAYER", "CASE", "SCALING_INDEX"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        kind, case, index = args.one
+        print(json.dumps(measure(kind, *_case(case, int(index)), args.d, args.heads, args.device, args.repeat)))
+        return
+
+    def run(kind: str, case: str, index: int = 0) -> dict:
+        if args.device == "cpu":
+            return _in_subprocess([kind, case, str(index), "--device", "cpu", "--d", str(args.d),
+                                   "--heads", str(args.heads), "--repeat", str(args.repeat)])
+        return measure(kind, *_case(case, index), args.d, args.heads, args.device, args.repeat)
+
+    rows = [{"case": case, **run(kind, case)} for case in CASES for kind in LAYERS]
+    scaling = [{"case": "scaling", **run("sparse-attention", "-", i)} for i in range(len(SCALING))]
+    print(f"device {args.device}, d={args.d}, heads={args.heads}, one layer, forward+backward")
+    print(f"{'case':<22}{'layer':<18}{'batch':>6}{'nodes':>7}{'edges':>11}{'ms':>10}{'peak MiB':>10}")
+    for r in rows + scaling:
+        if "error" in r:
+            print(f"{r['case']:<22}{'':<18}  failed: {r['error']}")
+            continue
+        print(f"{r['case']:<22}{r['layer']:<18}{r['batch']:>6}{r['nodes']:>7,}{r['edges']:>11,}{r['ms']:>10.1f}{r['peak_mib']:>10.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "d": args.d, "heads": args.heads, "repeat": args.repeat}
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "scaling": scaling}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Invariant and equivariant graph models on batches of NeuralGraphs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import scatter
+
+from .canonical import canonicalize
+from .features import EdgeEncoder, NodeEncoder, ProbeFeatures
+from .graph import NODE_COL, WEIGHT_COL, EDGE_COL, NeuralGraph
+from .nn import EdgePNAConv, SparseRelationalAttention
+from .nn.pna import mlp
+
+BACKBONES = ("pna", "transformer")
+READOUTS = ("graph", "node", "edge")
+
+
+def _num_layers(data: Data) -> int:
+    """Node layers in the deepest graph, from the Python-side specs (no device sync)."""
+    specs = data.spec if isinstance(data.spec, list) else [data.spec]
+    return max(len(s.node_groups) for s in specs)
+
+
+class GraphNFN(nn.Module):
+    """A graph network on neuron graphs, invariant or equivariant to the
+    permutations of hidden neurons.
+
+    Args:
+        d_out: output features per graph / node / edge.
+        backbone: ``"pna"`` (:class:`graphnfn.nn.EdgePNAConv`) or ``"transformer"``
+            (:class:`graphnfn.nn.SparseRelationalAttention`).
+        readout: ``"graph"`` -> [B, d_out] (mean and max of node and edge states
+            per graph: invariant); ``"node"`` -> [N, d_out]; ``"edge"`` -> [E, d_out]
+            (equivariant). With ``readout="edge"`` and ``d_out`` = the batch's kernel
+            width, :func:`apply_edge_delta` adds the output to the weights.
+        d_hidden, n_layers, heads, dropout: size of the backbone.
+        fourier: Gaussian Fourier frequencies per scalar feature (0: raw scalars);
+            fourier_sigma: their scale.
+        positional: learned embeddings of input/output/flatten positions.
+        layer_embedding: learned embedding of the layer depth.
+        probe: a :class:`graphnfn.features.ProbeFeatures` (MLP/INR graphs only) or None.
+        symmetry: ``None``, ``"sign"`` or ``"scale"``: map each graph to its
+            canonical form under sign flips of tanh/sine neurons or positive
+            scalings of ReLU neurons first (see :mod:`graphnfn.canonical`).
+        max_kernel: the widest kernel (values per edge) the model accepts.
+    """
+
+    def __init__(self, d_out: int, backbone: str = "pna", readout: str = "graph", d_hidden: int = 64,
+                 n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
+                 fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
+                 probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
+                 max_positions: int = 4096):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if symmetry not in (None, "sign", "scale"):
+            raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
+        self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
+        self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
+        self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel)
+        self.layers = nn.ModuleList(
+            EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
+            for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_hidden)
+        d_read = {"graph": 4 * d_hidden, "node": d_hidden, "edge": 3 * d_hidden}[readout]
+        self.head = mlp(d_read, d_out, 2 * d_hidden)
+
+    def forward(self, data: NeuralGraph | Batch) -> Tensor:
+        """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
+        x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
+        dtype = self.norm.weight.dtype
+        batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
+        num_graphs = data.num_graphs if isinstance(data, Batch) else 1
+        num_layers = _num_layers(data) if self.symmetry or self.nodes.probe is not None else 0
+        x, edge_attr = x.to(dtype), edge_attr.to(dtype)
+        if self.symmetry:
+            x, edge_attr = canonicalize(x, edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                        num_layers, self.symmetry)
+        probe_h = None
+        if self.nodes.probe is not None:
+            probe_h = self.nodes.probe(x, edge_index, edge_attr, data.node_type, data.edge_type, data.layer, num_layers)
+        h = self.nodes(x, data.node_type, data.layer, probe_h)
+        e = self.edges(edge_attr, data.edge_type)
+        for layer in self.layers:
+            if self.backbone == "pna":
+                h, e = layer(h, edge_index, e, batch, num_graphs)
+            else:
+                h, e = layer(h, edge_index, e)
+        h = self.norm(h)
+        if self.readout == "node":
+            return self.head(h)
+        if self.readout == "edge":
+            return self.head(torch.cat([h[edge_index[0]], h[edge_index[1]], e], -1))
+        edge_batch = batch[edge_index[0]]
+        pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter(h, batch, 0, num_graphs, "max"),
+                  scatter(e, edge_batch, 0, num_graphs, "mean"), scatter(e, edge_batch, 0, num_graphs, "max")]
+        return self.head(torch.cat(pooled, -1))
+
+
+def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None) -> NeuralGraph | Batch:
+    """A copy of ``data`` with ``delta`` [E, k] added to the kernel values of
+    parameter edges (k <= kernel width; entries beyond each edge's true kernel
+    size and parameter-free edges are left alone, so ``converters.from_graph``
+    folds the result into the edited network) and ``bias_delta`` [N] to the biases."""
+    out = data.clone()
+    k = delta.size(1)
+    true_size = (out.edge_attr[:, EDGE_COL["kernel_h"]] * out.edge_attr[:, EDGE_COL["kernel_w"]]).unsqueeze(1)
+    valid = (torch.arange(k, device=delta.device) < true_size) & (out.edge_group >= 0).unsqueeze(1)
+    out.edge_attr = out.edge_attr.clone()
+    out.edge_attr[:, WEIGHT_COL:WEIGHT_COL + k] += torch.where(valid, delta.to(out.edge_attr.dtype), 0)
+    if bias_delta is not None:
+        out.x = out.x.clone()
+        out.x[:, NODE_COL["bias"]] += bias_delta.to(out.x.dtype)
+    return out

@@ -1,0 +1,186 @@
+"""Graph models: invariance / equivariance under the networks' symmetries (float64),
+batching, autocast, a tiny learning test."""
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+from torch_geometric.loader import DataLoader
+
+import converters
+import graphnfn
+from graphnfn.features import ProbeFeatures
+from graphnfn.models import GraphNFN, apply_edge_delta
+from nets import assert_bitwise_equal, cnns, induced_edge_map, induced_node_map, mlps, permute_hidden, randomize_norms
+
+BACKBONES = ["pna", "transformer"]
+READOUTS = ["graph", "node", "edge"]
+
+
+def model_for(backbone, readout, probe=False, symmetry=None, d_out=3):
+    torch.manual_seed(0)
+    return GraphNFN(d_out, backbone=backbone, readout=readout, d_hidden=16, n_layers=2, heads=2, fourier=4,
+                    probe=ProbeFeatures(4, 6) if probe else None, symmetry=symmetry).double().eval()
+
+
+def graphs_of(model, seed):
+    """(graph, graph of a hidden-permuted copy, node map, edge map), float64."""
+    gen = torch.Generator().manual_seed(seed)
+    model = model.double()
+    randomize_norms(model, gen)
+    permuted, perms = permute_hidden(model.eval(), gen)
+    g1, g2 = converters.to_graph(model), converters.to_graph(permuted)
+    nodes = induced_node_map(g1, g2, perms)
+    return g1, g2, nodes, induced_edge_map(g1, g2, nodes)
+
+
+def check_equivariance(net, g1, g2, nodes, edges):
+    out1, out2 = net(g1), net(g2)
+    expected = {"graph": lambda: out2, "node": lambda: out2[nodes], "edge": lambda: out2[edges]}[net.readout]()
+    torch.testing.assert_close(expected, out1, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=8)
+@given(mlps(max_width=5), st.integers(0, 2**16))
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_mlp_permutation_symmetry_all_features(backbone, readout, model, seed):
+    check_equivariance(model_for(backbone, readout, probe=True), *graphs_of(model, seed))
+
+
+@settings(max_examples=8)
+@given(cnns(size=8), st.integers(0, 2**16))
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("readout", READOUTS)
+def test_cnn_permutation_symmetry_all_features(backbone, readout, model, seed):
+    check_equivariance(model_for(backbone, readout), *graphs_of(model, seed))
+
+
+def test_outputs_depend_on_weights_and_input_order():
+    """The invariance above is not trivial: changing a weight or the order of inputs changes the output."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    g = converters.to_graph(m)
+    swapped = copy.deepcopy(m)
+    with torch.no_grad():
+        swapped[0].weight.copy_(m[0].weight[:, [2, 0, 1]])
+    for backbone in BACKBONES:
+        net = model_for(backbone, "graph")
+        base = net(g)
+        assert not torch.allclose(base, net(converters.to_graph(swapped)), atol=1e-6)
+        h = g.clone()
+        h.edge_attr = h.edge_attr.clone()
+        h.edge_attr[0, graphnfn.WEIGHT_COL] += 0.5
+        assert not torch.allclose(base, net(h), atol=1e-6)
+
+
+@settings(max_examples=5)
+@given(st.lists(st.one_of(mlps(max_width=4), cnns(size=8)), min_size=2, max_size=4))
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_mixed_batch_equals_single_graphs(backbone, models):
+    graphs = [converters.to_graph(m.double()) for m in models]
+    batch = graphnfn.collate(graphs)
+    for readout in READOUTS:
+        net = model_for(backbone, readout)
+        out = net(batch)
+        singles = [net(g) for g in graphs]
+        if readout == "graph":
+            torch.testing.assert_close(out, torch.cat(singles), rtol=1e-9, atol=1e-9)
+        else:
+            torch.testing.assert_close(out, torch.cat(singles), rtol=1e-9, atol=1e-9)
+            assert out.size(0) == (batch.num_nodes if readout == "node" else batch.num_edges)
+
+
+def _flip_or_scale(model, mode, gen):
+    """Random sign flips (tanh/sine) or positive scalings (ReLU) of every hidden neuron."""
+    out = copy.deepcopy(model)
+    linears = [m for m in out if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(linears, linears[1:]):
+            n = a.out_features
+            f = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1 if mode == "sign"
+                 else torch.rand(n, generator=gen) * 4 + 0.1).double()
+            a.weight.mul_(f[:, None])
+            a.bias.mul_(f)
+            b.weight.div_(f[None, :])
+    return out
+
+
+@pytest.mark.parametrize("mode, act", [("sign", nn.Tanh), ("sign", lambda: graphnfn.Sine(3.0)), ("scale", nn.ReLU)])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_sign_and_scale_symmetry_option(mode, act, backbone):
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Linear(3, 5), act(), nn.Linear(5, 4), act(), nn.Linear(4, 2)).double()
+    t = _flip_or_scale(m, mode, gen)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    torch.testing.assert_close(t(x), m(x), rtol=1e-9, atol=1e-9)  # same function
+    g, gt = converters.to_graph(m), converters.to_graph(t)
+    for readout in ("graph", "node"):
+        aware = model_for(backbone, readout, symmetry=mode)
+        torch.testing.assert_close(aware(gt), aware(g), rtol=1e-9, atol=1e-9)
+    plain = model_for(backbone, "graph")
+    assert not torch.allclose(plain(gt), plain(g), atol=1e-6)  # without the option the group does change the output
+
+
+def test_probe_features_are_the_network_activations():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(),
+                        nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2)).double().eval()
+    randomize_norms(net, torch.Generator().manual_seed(0))
+    g = converters.to_graph(net)
+    probe = ProbeFeatures(6, 2).double()
+    h = probe(g.x, g.edge_index, g.edge_attr, g.node_type, g.edge_type, g.layer, len(g.spec.node_groups))
+    out = g.node_type == graphnfn.NodeType.OUTPUT
+    torch.testing.assert_close(h[out].T, net(probe.probes), rtol=1e-9, atol=1e-9)
+
+
+def test_edge_readout_edits_the_network():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(3, 2))
+    g = converters.to_graph(m)
+    net = GraphNFN(g.kernel_width, readout="edge", d_hidden=16, n_layers=1)
+    delta = net(g)
+    assert delta.shape == (g.num_edges, g.kernel_width)
+    assert_bitwise_equal(converters.from_graph(apply_edge_delta(g, torch.zeros_like(delta))), m.state_dict())
+    edited = converters.from_graph(apply_edge_delta(g, torch.ones_like(delta), torch.ones(g.num_nodes)))
+    for key, value in m.state_dict().items():
+        torch.testing.assert_close(edited[key], value + 1)
+
+
+def test_pyg_dataloader_and_autocast():
+    torch.manual_seed(0)
+    graphs = [converters.to_graph(nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1))) for _ in range(6)]
+    graphs.append(converters.to_graph(nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6, 1))))
+    loader = DataLoader(graphnfn.pad_kernels(graphs), batch_size=4)
+    for backbone in BACKBONES:
+        net = GraphNFN(2, backbone=backbone, d_hidden=16, n_layers=2)
+        for batch in loader:
+            ref = net(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                low = net(batch)
+            assert ref.shape == (batch.num_graphs, 2)
+            torch.testing.assert_close(low.float(), ref, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_learns_a_function_of_the_weights(backbone):
+    """Fit the output of each network at a fixed input from its weights."""
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)) for _ in range(48)]
+    point = torch.tensor([[0.5, -0.5]])
+    with torch.no_grad():
+        y = torch.cat([n(point) for n in nets])[:, 0]
+    batch = graphnfn.collate([converters.to_graph(n) for n in nets])
+    model = GraphNFN(1, backbone=backbone, d_hidden=32, n_layers=2, heads=2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = nn.functional.mse_loss(model(batch)[:, 0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
