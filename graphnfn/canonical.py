@@ -68,3 +68,25 @@ def canonicalize(x: Tensor, edge_index: Tensor, edge_attr: Tensor, node_type: Te
     ratio = torch.where(dense.squeeze(1), factor[dst] / factor[src], 1.0).unsqueeze(1)
     edge_attr[:, WEIGHT_COL:] = edge_attr[:, WEIGHT_COL:] * ratio
     return x, edge_attr
+
+
+def describe_symmetries(g) -> list[str]:
+    """One line per layer of hidden neurons: the group that acts on it without
+    changing the function (permutations, times sign flips or positive scalings
+    where the activation allows; BatchNorm and flatten nodes follow their channel)."""
+    ok_sign = _eligible(g.x, g.edge_index, g.edge_type, g.node_type, SIGN_ACTIVATIONS, no_max_pool=True)
+    ok_scale = _eligible(g.x, g.edge_index, g.edge_type, g.node_type, SCALE_ACTIVATIONS, no_max_pool=False)
+    lines = []
+    for group, name in enumerate(g.spec.node_groups):
+        at = (g.node_group == group) & (g.node_type == NodeType.HIDDEN)
+        n = int(at.sum())
+        if n == 0:
+            continue
+        act = Activation(int(g.x[at][0, _ACT0:_ACT0 + len(Activation)].argmax())).name.lower()
+        factors = [f"S_{n}"]
+        if bool(ok_sign[at].all()):
+            factors.append(f"{{+1,-1}}^{n}")
+        if bool(ok_scale[at].all()):
+            factors.append(f"(R>0)^{n}")
+        lines.append(f"layer {int(g.layer[at][0])} ({name}, {n} {act} neurons): {' x '.join(factors)}")
+    return lines
