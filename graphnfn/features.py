@@ -10,8 +10,8 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.utils import scatter
 
+from .execute import run_graph
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 #: Scalar node columns (everything but position and the activation one-hot).
@@ -42,15 +42,11 @@ class FourierFeatures(nn.Module):
 
 
 class ProbeFeatures(nn.Module):
-    """The network's own activations on fixed probe inputs, per neuron.
+    """The network's own activations on fixed probe inputs, per neuron: [N, P].
 
-    Runs the network encoded by a graph of Linear/BatchNorm layers on P probe
-    inputs (``probes`` [P, n_inputs]; by default standard normal, for INRs pass
-    a coordinate grid) by message passing, depth by depth: neuron j gets
-    ``act_j(sum_i W[j, i] h_i + b_j)`` (BatchNorm nodes normalise with their
-    running statistics, eps 1e-5). Returns [N, P]. Output-layer softmax and
-    unknown activations count as identity. Graphs with conv or flatten edges
-    are refused: their inputs are images, not vectors.
+    ``probes`` [P, n_inputs]: by default standard normal; for INRs pass a
+    coordinate grid. Computed from the graph itself by
+    :func:`graphnfn.execute.run_graph` (MLP and INR graphs).
     """
 
     def __init__(self, n_probes: int = 16, n_inputs: int = 2, probes: Tensor | None = None, seed: int = 0):
@@ -63,58 +59,9 @@ class ProbeFeatures(nn.Module):
     def n_probes(self) -> int:
         return self.probes.size(0)
 
-    @staticmethod
-    def activate(pre: Tensor, x: Tensor) -> Tensor:
-        """Each node's activation (by its one-hot in x) applied to pre [N, P]."""
-        onehot = x[:, _ACT0:_ACT0 + len(Activation)]
-        param = x[:, NODE_COL["act_param"]].unsqueeze(1)
-        candidates = {
-            Activation.RELU: torch.relu(pre),
-            Activation.LEAKY_RELU: torch.where(pre >= 0, pre, pre * param),
-            Activation.GELU: nn.functional.gelu(pre),
-            Activation.TANH: torch.tanh(pre),
-            Activation.SIGMOID: torch.sigmoid(pre),
-            Activation.SINE: torch.sin(param * pre),
-            Activation.SILU: nn.functional.silu(pre),
-            Activation.ELU: torch.where(pre > 0, pre, param * torch.expm1(pre.clamp(max=0))),
-            Activation.SOFTPLUS: nn.functional.softplus(pre * param) / param.clamp(min=1e-12),
-        }
-        out = pre * (1 - sum(onehot[:, int(k)] for k in candidates).unsqueeze(1))
-        for kind, value in candidates.items():
-            out = out + onehot[:, int(kind)].unsqueeze(1) * value
-        return out
-
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, node_type: Tensor, edge_type: Tensor,
                 layer: Tensor, num_layers: int) -> Tensor:
-        dense = (edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.NORM)
-        torch._assert_async(dense.all(), "probe features need graphs of Linear/BatchNorm layers (MLPs, INRs)")
-        is_input = (node_type == NodeType.INPUT).unsqueeze(1)
-        pos = x[:, NODE_COL["position"]].long()
-        torch._assert_async((~is_input.squeeze(1) | (pos < self.probes.size(1))).all(),
-                            "probe features: a graph has more inputs than the probes")
-        # masks, not boolean indexing: no host-device sync
-        h = torch.where(is_input, self.probes.to(x.dtype).T[pos.clamp(0, self.probes.size(1) - 1)], 0)
-        src, dst = edge_index
-        is_norm = (edge_type == EdgeType.NORM).unsqueeze(1)
-        for depth in range(1, num_layers):
-            # a norm edge scales the normalised input; a linear edge sums weighted inputs
-            mean = x[dst, NODE_COL["running_mean"]].unsqueeze(1)
-            var = x[dst, NODE_COL["running_var"]].unsqueeze(1)
-            h_src = torch.where(is_norm, (h[src] - mean) / torch.sqrt(var + 1e-5), h[src])
-            msg = edge_attr[:, WEIGHT_COL].unsqueeze(1) * h_src * (layer[dst] == depth).unsqueeze(1)
-            pre = scatter(msg, dst, 0, x.size(0), "sum") + x[:, NODE_COL["bias"]].unsqueeze(1)
-            at = (layer == depth).unsqueeze(1)
-            act = self.activate(pre, torch.where(node_type.unsqueeze(1) == NodeType.OUTPUT, _identity_row(x), x))
-            h = torch.where(at, act, h)
-        return h
-
-
-def _identity_row(x: Tensor) -> Tensor:
-    """x with the activation one-hot set to identity (for output neurons)."""
-    out = x.clone()
-    out[:, _ACT0:_ACT0 + len(Activation)] = 0
-    out[:, _ACT0] = 1
-    return out
+        return run_graph(self.probes.to(x.dtype), x, edge_index, edge_attr, node_type, edge_type, layer, num_layers)
 
 
 class NodeEncoder(nn.Module):
@@ -128,7 +75,7 @@ class NodeEncoder(nn.Module):
     """
 
     def __init__(self, d: int, fourier: int = 16, sigma: float = 3.0, positional: bool = True,
-                 layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_positions: int = 4096,
+                 layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_positions: int = 1024,
                  max_layers: int = 64):
         super().__init__()
         self.scalar_cols = [NODE_COL[c] for c in NODE_SCALARS]

@@ -52,7 +52,7 @@ class GraphNFN(nn.Module):
                  n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
-                 max_positions: int = 4096):
+                 max_positions: int = 1024):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -69,9 +69,11 @@ class GraphNFN(nn.Module):
         self.norm = nn.LayerNorm(d_hidden)
         d_read = {"graph": 4 * d_hidden, "node": d_hidden, "edge": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
+        # edge readout: a second head edits the biases (see edit())
+        self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "edge" else None
 
-    def forward(self, data: NeuralGraph | Batch) -> Tensor:
-        """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
+    def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""
         x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
         dtype = self.norm.weight.dtype
         batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
@@ -91,15 +93,31 @@ class GraphNFN(nn.Module):
                 h, e = layer(h, edge_index, e, batch, num_graphs)
             else:
                 h, e = layer(h, edge_index, e)
-        h = self.norm(h)
+        return self.norm(h), e, batch, num_graphs
+
+    def forward(self, data: NeuralGraph | Batch) -> Tensor:
+        """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
+        h, e, batch, num_graphs = self.encode(data)
+        src, dst = data.edge_index
         if self.readout == "node":
             return self.head(h)
         if self.readout == "edge":
-            return self.head(torch.cat([h[edge_index[0]], h[edge_index[1]], e], -1))
-        edge_batch = batch[edge_index[0]]
+            return self.head(torch.cat([h[src], h[dst], e], -1))
+        edge_batch = batch[src]
         pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter(h, batch, 0, num_graphs, "max"),
                   scatter(e, edge_batch, 0, num_graphs, "mean"), scatter(e, edge_batch, 0, num_graphs, "max")]
         return self.head(torch.cat(pooled, -1))
+
+    def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
+        """The edited networks (``readout="edge"``): the edge head's [E, d_out]
+        output added to the kernel values and a bias head's [N] output to the
+        biases, via :func:`apply_edge_delta`; equivariant, differentiable."""
+        if self.readout != "edge":
+            raise ValueError("edit() needs a model built with readout='edge'")
+        h, e, _, _ = self.encode(data)
+        src, dst = data.edge_index
+        delta = self.head(torch.cat([h[src], h[dst], e], -1))
+        return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1))
 
 
 def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None) -> NeuralGraph | Batch:

@@ -184,3 +184,19 @@ def test_learns_a_function_of_the_weights(backbone):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+
+
+def test_edit_is_equivariant_and_differentiable():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(2, 5), graphnfn.Sine(3.0), nn.Linear(5, 4), graphnfn.Sine(3.0), nn.Linear(4, 1))
+    g1, g2, nodes, edges = graphs_of(m, 0)
+    net = model_for("pna", "edge", d_out=1)
+    e1, e2 = net.edit(g1), net.edit(g2)
+    torch.testing.assert_close(e2.edge_attr[edges], e1.edge_attr, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(e2.x[nodes], e1.x, rtol=1e-9, atol=1e-9)
+    edited = converters.from_graph(e1)  # folds back into a network of the same shapes
+    assert {k: v.shape for k, v in edited.items()} == {k: v.shape for k, v in m.state_dict().items()}
+    (e1.edge_attr.sum() + e1.x.sum()).backward()
+    assert all(p.grad is not None for p in [*net.head.parameters(), *net.bias_head.parameters()])
+    with pytest.raises(ValueError, match="readout='edge'"):
+        model_for("pna", "graph").edit(g1)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from .pna import mlp
+from .pna import EdgeMLP, mlp
 
 
 class SparseRelationalAttention(MessagePassing):
@@ -36,7 +36,7 @@ class SparseRelationalAttention(MessagePassing):
         # per relation (0: forward, 1: backward) projections of the edge into key and value
         self.edge_kv = nn.ModuleList(nn.Linear(d, 2 * d) for _ in range(2))
         self.ffn = mlp(d, d, 2 * d)
-        self.edge_mlp = mlp(3 * d, d)
+        self.edge_mlp = EdgeMLP(d, d, d)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,9 +49,7 @@ class SparseRelationalAttention(MessagePassing):
                                   v=self.value(hn).view(n, *hd), ek=ek.view(-1, *hd), ev=ev.view(-1, *hd), size=(n, n))
         h = h + self.dropout(self.out(attended.reshape(n, -1)))
         h = h + self.dropout(self.ffn(self.norm_ffn(h)))
-        hn = self.norm_edge_h(h)
-        src, dst = edge_index
-        e = e + self.dropout(self.edge_mlp(torch.cat([hn[src], hn[dst], en], -1)))
+        e = e + self.dropout(self.edge_mlp(self.norm_edge_h(h), edge_index, en))
         return h, e
 
     def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, ek: Tensor, ev: Tensor, index: Tensor,

@@ -1,0 +1,80 @@
+"""Running the network a neuron graph encodes, on the graph itself.
+
+For graphs of Linear and BatchNorm layers (MLPs, INRs) the forward pass is
+message passing, depth by depth: neuron j gets ``act_j(sum_i W[j, i] h_i + b_j)``;
+a BatchNorm node normalises its channel with its running statistics (eps 1e-5)
+and scales and shifts it. Differentiable in the graph's features, so a model
+that edits edge and node features can be trained through the edited network
+(INR editing), and probe features are the network's real activations.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from .graph import NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
+
+_ACT0 = NODE_COL["act_identity"]
+
+
+def activate(pre: Tensor, x: Tensor) -> Tensor:
+    """Each node's activation (by its one-hot in x [N, F_node]) applied to pre [N, P].
+    Softmax, log-softmax and unknown activations count as identity."""
+    onehot = x[:, _ACT0:_ACT0 + len(Activation)]
+    param = x[:, NODE_COL["act_param"]].unsqueeze(1)
+    candidates = {
+        Activation.RELU: torch.relu(pre),
+        Activation.LEAKY_RELU: torch.where(pre >= 0, pre, pre * param),
+        Activation.GELU: nn.functional.gelu(pre),
+        Activation.TANH: torch.tanh(pre),
+        Activation.SIGMOID: torch.sigmoid(pre),
+        Activation.SINE: torch.sin(param * pre),
+        Activation.SILU: nn.functional.silu(pre),
+        Activation.ELU: torch.where(pre > 0, pre, param * torch.expm1(pre.clamp(max=0))),
+        Activation.SOFTPLUS: nn.functional.softplus(pre * param) / param.clamp(min=1e-12),
+    }
+    out = pre * (1 - sum(onehot[:, int(k)] for k in candidates).unsqueeze(1))
+    for kind, value in candidates.items():
+        out = out + onehot[:, int(kind)].unsqueeze(1) * value
+    return out
+
+
+def run_graph(inputs: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, node_type: Tensor,
+              edge_type: Tensor, layer: Tensor, num_layers: int, output_activation: bool = False) -> Tensor:
+    """Activations of every neuron on P inputs.
+
+    Args:
+        inputs: [P, n_inputs]; input neuron k of every graph reads column k.
+        x, edge_index, edge_attr, node_type, edge_type, layer: the (batched) graph.
+        num_layers: node layers of the deepest graph (``len(spec.node_groups)``).
+        output_activation: apply the output neurons' activation too (default:
+            their pre-activations, e.g. logits before a softmax).
+    Returns:
+        [N, P]. Graphs with conv or flatten edges are refused: their inputs are
+        images, not vectors.
+    """
+    dense = (edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.NORM)
+    torch._assert_async(dense.all(), "run_graph needs graphs of Linear/BatchNorm layers (MLPs, INRs)")
+    is_input = (node_type == NodeType.INPUT).unsqueeze(1)
+    pos = x[:, NODE_COL["position"]].long()
+    torch._assert_async((~is_input.squeeze(1) | (pos < inputs.size(1))).all(),
+                        "run_graph: a graph has more input neurons than the inputs have columns")
+    # masks, not boolean indexing: no host-device sync
+    h = torch.where(is_input, inputs.T[pos.clamp(0, inputs.size(1) - 1)], 0)
+    src, dst = edge_index
+    is_norm = (edge_type == EdgeType.NORM).unsqueeze(1)
+    mean = x[dst, NODE_COL["running_mean"]].unsqueeze(1)
+    std = torch.sqrt(x[dst, NODE_COL["running_var"]].unsqueeze(1) + 1e-5)
+    acts = x
+    if not output_activation:
+        acts = x.clone()
+        is_output = node_type == NodeType.OUTPUT
+        acts[:, _ACT0:_ACT0 + len(Activation)] *= ~is_output.unsqueeze(1)
+        acts[:, _ACT0] += is_output
+    for depth in range(1, num_layers):
+        h_src = torch.where(is_norm, (h[src] - mean) / std, h[src])
+        msg = edge_attr[:, WEIGHT_COL].unsqueeze(1) * h_src * (layer[dst] == depth).unsqueeze(1)
+        pre = scatter(msg, dst, 0, x.size(0), "sum") + x[:, NODE_COL["bias"]].unsqueeze(1)
+        h = torch.where((layer == depth).unsqueeze(1), activate(pre, acts), h)
+    return h

@@ -1,0 +1,165 @@
+"""Training either model family on zoo loaders, with the same loop, splits and metrics.
+
+Graph models take :class:`torch_geometric.data.Batch` es (targets in
+``batch.y``); weight-space models take ``(WeightSpace, targets)`` tuples. A
+:class:`Task` says how to predict, what to minimise and what to report.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import kendalltau
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from tqdm.auto import tqdm
+
+
+def split_batch(batch) -> tuple[object, Tensor]:
+    """(model input, targets) of a graph Batch or a (WeightSpace, targets) pair."""
+    if isinstance(batch, Batch):
+        return batch, batch.y
+    inputs, targets = batch
+    return inputs, targets
+
+
+def to_device(inputs, device: torch.device):
+    return inputs.to(device) if hasattr(inputs, "to") else inputs
+
+
+def accuracy(pred: Tensor, y: Tensor) -> dict[str, float]:
+    return {"accuracy": (pred.argmax(-1) == y).float().mean().item()}
+
+
+def regression_metrics(pred: Tensor, y: Tensor) -> dict[str, float]:
+    """Kendall tau (rank agreement), R^2 and MSE of scalar predictions."""
+    p, t = pred.reshape(-1).double().numpy(), y.reshape(-1).double().numpy()
+    tau = kendalltau(p, t).statistic if np.ptp(p) > 0 and np.ptp(t) > 0 else 0.0
+    ss_res, ss_tot = float(((p - t) ** 2).sum()), float(((t - t.mean()) ** 2).sum())
+    return {"tau": float(tau), "r2": 1 - ss_res / ss_tot if ss_tot > 0 else 0.0, "mse": ss_res / len(t)}
+
+
+@dataclass
+class Task:
+    """What a model is trained for.
+
+    ``predict(model, inputs)`` -> predictions (default: ``model(inputs)``);
+    ``loss(pred, y)``; ``metrics(preds, ys)`` over a whole split -> dict;
+    ``main``: the metric that picks the best epoch; ``higher_is_better``.
+    """
+
+    name: str
+    loss: Callable[[Tensor, Tensor], Tensor]
+    metrics: Callable[[Tensor, Tensor], dict[str, float]]
+    main: str
+    higher_is_better: bool = True
+    predict: Callable[[nn.Module, object], Tensor] = field(default=lambda model, inputs: model(inputs))
+
+
+def classification_task() -> Task:
+    return Task("classification", lambda p, y: F.cross_entropy(p, y.long()), accuracy, "accuracy")
+
+
+def regression_task() -> Task:
+    return Task("regression", lambda p, y: F.mse_loss(p.reshape(-1), y.reshape(-1).to(p.dtype)),
+                regression_metrics, "tau")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    val: dict[str, float]
+    test: dict[str, float]
+    train_seconds: float
+    peak_memory_mib: float
+    parameters: int
+    history: list[dict[str, float]]
+    state_dict: dict[str, Tensor]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, task: Task, device: torch.device, amp: bool = False) -> dict[str, float]:
+    """The task's metrics (and mean loss) over a whole loader."""
+    model.eval()
+    preds, ys, losses = [], [], []
+    for batch in loader:
+        inputs, y = split_batch(batch)
+        inputs, y = to_device(inputs, device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = task.predict(model, inputs)
+        losses.append(task.loss(pred.float(), y).item() * y.size(0))
+        preds.append(pred.float().cpu())
+        ys.append(y.cpu())
+    preds_all, ys_all = torch.cat(preds), torch.cat(ys)
+    return {**task.metrics(preds_all, ys_all), "loss": sum(losses) / len(ys_all)}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, epochs: int = 10,
+        lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", amp: bool = False,
+        log: Callable[[str, float, int], None] | None = None, progress: bool = True) -> FitResult:
+    """Adam with cosine decay for ``epochs``; keeps the weights of the best
+    validation epoch and reports the test metrics there.
+
+    ``log(name, value, epoch)`` receives train loss and validation metrics every
+    epoch (Sacred's ``_run.log_scalar`` fits). ``amp``: bfloat16 autocast.
+    """
+    dev = resolve_device(device)
+    model = model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, epochs * len(train))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    sign = 1 if task.higher_is_better else -1
+    best, best_state, best_epoch, history = -math.inf, None, -1, []
+    seconds = 0.0
+    bar = tqdm(range(epochs), desc=f"{type(model).__name__} {task.name}", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        start, total, count = time.perf_counter(), 0.0, 0
+        for batch in train:
+            inputs, y = split_batch(batch)
+            inputs, y = to_device(inputs, dev), y.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = task.loss(task.predict(model, inputs).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            total, count = total + loss.item() * y.size(0), count + y.size(0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds += time.perf_counter() - start
+        val_metrics = evaluate(model, val, task, dev, amp)
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), **{f"val_{k}": v for k, v in val_metrics.items()}}
+        history.append(row)
+        if log is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    log(k, v, epoch)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{val_metrics[task.main]:.4f}")
+        if sign * val_metrics[task.main] > best:
+            best, best_epoch = sign * val_metrics[task.main], epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    # CUDA: peak allocated by this fit; CPU: the process's peak resident set so far
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    return FitResult(best_epoch, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
+                     seconds, peak, sum(p.numel() for p in model.parameters()), history,
+                     {k: v.detach().cpu() for k, v in best_state.items()})
