@@ -1,0 +1,204 @@
+"""Whole models of the parameter-sharing family and :func:`build`.
+
+Every model is a body (weight space -> weight space features) and a readout: invariant
+(pool -> MLP -> [B, d_out]) or equivariant (a last layer -> a weight space of ``d_out``-channel
+deltas, same spec as the input, for editing).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .attention_space import AttentionSpec
+from .baselines import Flatten, StatEdit, StatFeatures, Unflatten
+from .containers import Spec, num_entries, validated
+from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
+from .equivariant_linear import EquivariantLinear, MonomialLinear
+from .magep import MAGEPLayer, PathInvariant
+from .nft import AttentionPool, NPAttention
+from .pooling import InvariantPool, MonomialPool
+from .position import PositionEmbedding
+from .symmetry import HNP, NP, Group
+from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
+from .weight_space import WeightSpaceSpec, check_spec
+
+READOUTS = ("invariant", "equivariant")
+
+
+def mlp_head(d_in: int, d_out: int, hidden: int = 64) -> nn.Sequential:
+    """The invariant head: features [B, d_in] -> [B, d_out]."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, d_out))
+
+
+class WeightSpaceModel(nn.Module):
+    """``layers`` applied in order to a weight space of ``spec``; checks the input spec first,
+    so that a wrong network gives an error naming the model and the tensor."""
+
+    def __init__(self, name: str, spec: Spec, *layers: nn.Module):
+        super().__init__()
+        self.name, self.spec = name, spec
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, space):
+        check_spec(space, self.spec, f"paramshare model {self.name!r}")
+        return self.layers(space)
+
+
+class Residual(nn.Module):
+    """x + sublayer(norm(x)) on weight spaces (pre-norm transformer residual)."""
+
+    def __init__(self, norm: nn.Module, sublayer: nn.Module):
+        super().__init__()
+        self.norm, self.sublayer = norm, sublayer
+
+    def forward(self, ws):
+        return ws + self.sublayer(self.norm(ws))
+
+
+class Concat(nn.Module):
+    """Concatenate the [B, F_i] outputs of several invariant feature maps."""
+
+    def __init__(self, *maps: nn.Module):
+        super().__init__()
+        self.maps = nn.ModuleList(maps)
+        self.num_features = sum(m.num_features for m in maps)
+
+    def forward(self, space) -> Tensor:
+        return torch.cat([m(space) for m in self.maps], dim=1)
+
+
+def _stack(layer: Callable[[int, int], nn.Module], activation: nn.Module, in_channels: int, hidden: int,
+           depth: int, norm: Callable[[], nn.Module] | None = None) -> list[nn.Module]:
+    """``depth`` x (layer(c_prev, hidden), [norm()], activation)."""
+    body = []
+    for i in range(depth):
+        body += [layer(in_channels if i == 0 else hidden, hidden), *([norm()] if norm else []), activation]
+    return body
+
+
+def _readout(readout: str, body: list[nn.Module], channels: int, pool: nn.Module,
+             last_layer: Callable[[int, int], nn.Module], d_out: int, head_hidden: int) -> list[nn.Module]:
+    if readout == "invariant":
+        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden)]
+    return body + [last_layer(channels, d_out)]
+
+
+def nfn(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, group: Group = HNP,
+        hidden: int = 16, depth: int = 3, io_embed: bool | None = None, norm: bool = False,
+        head_hidden: int = 64) -> list[nn.Module]:
+    """NFN (NP or HNP): [position embedding], depth x (equivariant linear, [channel layer norm], ReLU).
+    ``io_embed`` defaults to True for NP (inputs/outputs need positions) and False for HNP."""
+    io_embed = group.permute_io if io_embed is None else io_embed
+    layer = partial(EquivariantLinear, spec, group=group)
+    body: list[nn.Module] = [PositionEmbedding(spec, in_channels, io=True)] if io_embed else []
+    body += _stack(layer, Activation(nn.ReLU()), in_channels, hidden, depth,
+                   partial(ChannelLayerNorm, spec, hidden) if norm else None)
+    return _readout(readout, body, hidden, InvariantPool(spec, hidden, group), layer, d_out, head_hidden)
+
+
+def nft(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 16,
+        heads: int = 4, depth: int = 2, latents: int = 4, io_embed: bool = True,
+        head_hidden: int = 64) -> list[nn.Module]:
+    """NFT: channel lift to ``hidden`` channels, layer/io position embedding, depth x pre-norm
+    (NP attention, pointwise MLP)."""
+    body: list[nn.Module] = [ChannelMap(spec, in_channels, hidden), PositionEmbedding(spec, hidden, io=io_embed)]
+    for _ in range(depth):
+        body += [Residual(ChannelLayerNorm(spec, hidden), NPAttention(spec, hidden, heads)),
+                 Residual(ChannelLayerNorm(spec, hidden), PointwiseMLP(spec, hidden, 2 * hidden))]
+    if readout == "invariant":
+        pool = AttentionPool(spec, hidden, latents, heads)
+        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden)]
+    return body + [ChannelLayerNorm(spec, hidden), ChannelMap(spec, hidden, d_out)]
+
+
+def _activation(scaling: str) -> nn.Module:
+    # ReLU commutes with positive scalings, tanh (odd) with sign flips
+    return nn.ReLU() if scaling == "scale" else nn.Tanh()
+
+
+def monomial(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str = "scale",
+             hidden: int = 16, depth: int = 3, head_hidden: int = 64) -> list[nn.Module]:
+    """Monomial-NFN: depth x (monomial linear, ReLU or tanh), monomial pool."""
+    layer = partial(MonomialLinear, spec, scaling=scaling)
+    body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
+    return _readout(readout, body, hidden, MonomialPool(spec, hidden, scaling), layer, d_out, head_hidden)
+
+
+def magep(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str = "scale",
+          hidden: int = 16, depth: int = 2, head_hidden: int = 64) -> list[nn.Module]:
+    """MAGEP-NFN: depth x (polynomial layer, ReLU or tanh), monomial pool + path invariants."""
+    layer = partial(MAGEPLayer, spec, scaling=scaling)
+    body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
+    pool = Concat(MonomialPool(spec, hidden, scaling), PathInvariant(spec, hidden))
+    return _readout(readout, body, hidden, pool, layer, d_out, head_hidden)
+
+
+def transformer_nfn(spec: AttentionSpec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 8,
+                    depth: int = 2, summary: int | None = None, head_hidden: int = 64) -> list[nn.Module]:
+    """Transformer-NFN: depth x (equivariant layer, ReLU on the MLP fields), invariant features."""
+    layer = partial(TransformerNFNLinear, spec, summary=summary)
+    body = _stack(layer, MLPActivation(nn.ReLU()), in_channels, hidden, depth)
+    return _readout(readout, body, hidden, TransformerNFNInvariant(spec, hidden), layer, d_out, head_hidden)
+
+
+def stat(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64) -> list[nn.Module]:
+    """Statistics baseline: per-tensor statistics -> MLP, or per-entry edits from value + statistics."""
+    if readout == "invariant":
+        feats = StatFeatures(spec, in_channels)
+        return [feats, mlp_head(feats.num_features, d_out, hidden)]
+    return [StatEdit(spec, in_channels, d_out, hidden)]
+
+
+def flat_mlp(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64) -> list[nn.Module]:
+    """MLP on the flattened weights (no symmetry): -> [B, d_out], or -> every entry's delta."""
+    if readout == "invariant":
+        return [Flatten(), mlp_head(in_channels * num_entries(spec), d_out, hidden)]
+    out = Unflatten(spec, d_out)
+    return [Flatten(), mlp_head(in_channels * num_entries(spec), out.num_features, hidden), out]
+
+
+MODELS: dict[str, tuple[Callable[..., list[nn.Module]], type]] = {
+    "nfn-np": (partial(nfn, group=NP), WeightSpaceSpec),
+    "nfn-hnp": (partial(nfn, group=HNP), WeightSpaceSpec),
+    "nft": (nft, WeightSpaceSpec),
+    "monomial": (monomial, WeightSpaceSpec),
+    "magep": (magep, WeightSpaceSpec),
+    "transformer-nfn": (transformer_nfn, AttentionSpec),
+    "stat": (stat, object),
+    "flat-mlp": (flat_mlp, object),
+}
+
+
+def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_channels: int = 1,
+          **options) -> WeightSpaceModel:
+    """A parameter-sharing model for weight spaces of ``spec``.
+
+    Args:
+        name: one of ``nfn-np``, ``nfn-hnp``, ``nft``, ``monomial``, ``magep``,
+            ``transformer-nfn`` (needs an :class:`AttentionSpec`), ``stat``, ``flat-mlp``.
+        spec: ``ws.spec`` of the inputs (WeightSpaceSpec for MLPs/CNNs, AttentionSpec for transformers).
+        d_out: output width ([B, d_out]) or output channels (equivariant readout).
+        readout: "invariant" -> [B, d_out]; "equivariant" -> a space of ``spec`` with ``d_out``
+            channels (per-entry deltas).
+        in_channels: channels C of the input space.
+        options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`
+            (``scaling="scale"|"sign"``), :func:`magep`, :func:`transformer_nfn`, :func:`stat`,
+            :func:`flat_mlp`), e.g. ``hidden=32``.
+    """
+    if name not in MODELS:
+        raise ValueError(f"paramshare.build: unknown model {name!r}; choose from {sorted(MODELS)}")
+    if readout not in READOUTS:
+        raise ValueError(f"paramshare.build: readout must be one of {READOUTS}, got {readout!r}")
+    make, spec_type = MODELS[name]
+    spec = validated(spec, f"paramshare.build({name!r})")
+    if not isinstance(spec, spec_type):
+        raise TypeError(f"paramshare.build: {name!r} needs a {spec_type.__name__}, got a {type(spec).__name__}")
+    try:
+        modules = make(spec, d_out, readout, in_channels=in_channels, **options)
+    except TypeError as e:  # an unknown option: name the model
+        raise TypeError(f"paramshare.build({name!r}): {e}") from e
+    return WeightSpaceModel(name, spec, *modules)

@@ -1,0 +1,166 @@
+"""graphnfn.paramshare.build: every model, both readouts, under its group (float64, random
+MLP/CNN/transformer specs), on converted networks, under autocast, and a tiny learning test."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import converters
+from graphnfn import paramshare as ps
+from nets import mlps, permute_hidden
+from test_paramshare_groups import (
+    act, act_attention, attention_specs, max_rel_diff, one_thread, random_space, sample_attention_element,
+    sample_element, specs,
+)
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
+SMALL = {"hidden": 4, "head_hidden": 8}
+# (name, options, group it must respect); stat and flat-mlp respect any entry permutation / nothing
+CASES = [
+    ("nfn-np", {}, "hnp"), ("nfn-np", {"io_embed": False}, "np"), ("nfn-hnp", {"norm": True}, "hnp"),
+    ("nft", {"heads": 2}, "hnp"), ("nft", {"heads": 2, "io_embed": False}, "np"),
+    ("monomial", {"scaling": "scale"}, "scale"), ("monomial", {"scaling": "sign"}, "sign"),
+    ("magep", {"scaling": "scale"}, "scale"), ("magep", {"scaling": "sign"}, "sign"),
+    ("stat", {"hidden": 8}, "np"),
+]
+
+
+@settings(max_examples=8)
+@given(specs(max_layers=3, max_width=3), st.integers(0, 10**6))
+@pytest.mark.parametrize("name, extra, group", CASES)
+@pytest.mark.parametrize("readout", ["invariant", "equivariant"])
+def test_models_respect_their_group(name, extra, group, readout, spec, seed):
+    torch.manual_seed(seed)
+    opts = extra if name == "stat" else {**SMALL, **extra}  # stat has a single width
+    model = ps.build(name, spec, d_out=3, readout=readout, in_channels=2, **opts).double()
+    ws = random_space(spec, 2, 2, seed)
+    g = sample_element(spec, group, seed + 1)
+    out, moved = model(ws), model(act(ws, *g))
+    if readout == "invariant":
+        assert out.shape == (2, 3)
+        assert max_rel_diff(moved, out) < 1e-9
+    else:
+        assert out.spec == spec and out.num_channels == 3
+        assert max_rel_diff(moved, act(out, *g)) < 1e-9
+
+
+@settings(max_examples=8)
+@given(attention_specs(), st.integers(0, 10**6))
+@pytest.mark.parametrize("readout", ["invariant", "equivariant"])
+def test_transformer_nfn_respects_its_group(readout, spec, seed):
+    torch.manual_seed(seed)
+    model = ps.build("transformer-nfn", spec, d_out=3, readout=readout, in_channels=2, **SMALL).double()
+    ws = random_space(spec, 2, 2, seed)
+    g = sample_attention_element(spec, seed + 1)
+    out, moved = model(ws), model(act_attention(ws, g))
+    expected = out if readout == "invariant" else act_attention(out, g)
+    assert max_rel_diff(moved, expected) < 1e-8
+    assert (out.shape == (2, 3)) if readout == "invariant" else (out.spec == spec and out.num_channels == 3)
+
+
+@pytest.mark.parametrize("name", ["stat", "flat-mlp"])
+@pytest.mark.parametrize("readout", ["invariant", "equivariant"])
+def test_baselines_take_transformer_spaces(name, readout):
+    spec = ps.AttentionSpec.from_dims([(2, 4, 2, 3, 5)])
+    out = ps.build(name, spec, 2, readout)(ps.randn_space(spec, 3))
+    assert out.shape == (3, 2) if readout == "invariant" else out.spec == spec
+
+
+@settings(max_examples=10)
+@given(mlps(norms=False, max_depth=3, max_width=5), st.integers(0, 2**16))
+def test_invariant_models_agree_on_converted_permuted_networks(model, seed):
+    """Through converters.to_weight_space: a torch network and its hidden-permuted copy."""
+    permuted, _ = permute_hidden(model, torch.Generator().manual_seed(seed))
+    ws = ps.concat([converters.to_weight_space(model), converters.to_weight_space(permuted)], dim=0).to(torch.float64)
+    for name in ("nfn-hnp", "nfn-np", "monomial", "magep"):
+        torch.manual_seed(seed)
+        out = ps.build(name, ws.spec, 4, **SMALL).double()(ws)
+        assert max_rel_diff(out[0], out[1]) < 1e-9
+
+
+# ---- learning ----
+
+def _target(space, readout):
+    """Invariant: 3 x the mean last bias (invariant under every group here);
+    equivariant: the negated space (every model can express it)."""
+    if readout == "equivariant":
+        return space.map(lambda t: -t)
+    return 3 * space[-1][-1].flatten(1).mean(1, keepdim=True)
+
+
+def _loss(out, target) -> torch.Tensor:
+    if torch.is_tensor(out):
+        return ((out - target) ** 2).mean()
+    return sum(((a - b) ** 2).mean() for fa, fb in zip(out, target) for a, b in zip(fa, fb))
+
+
+@pytest.mark.parametrize("name", sorted(ps.MODELS))
+@pytest.mark.parametrize("readout", ["invariant", "equivariant"])
+def test_each_model_learns_a_weight_space_target(name, readout):
+    torch.manual_seed(0)
+    if name == "transformer-nfn":
+        spec = ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
+    else:
+        spec = ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))  # Conv1d, Linear, Linear
+    data = ps.randn_space(spec, 32, scale=0.5)
+    target = _target(data, readout)
+    model = ps.build(name, spec, 1, readout)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with torch.no_grad():
+        first = float(_loss(model(data), target))
+    for _ in range(60):
+        opt.zero_grad()
+        _loss(model(data), target).backward()
+        opt.step()
+    with torch.no_grad():
+        last = float(_loss(model(data), target))
+    assert last < 0.5 * first, (first, last)
+
+
+# ---- precision, devices, errors ----
+
+@pytest.mark.parametrize("name", sorted(ps.MODELS))
+def test_autocast_matches_float32(name):
+    """bfloat16 autocast (the CPU path; CUDA uses the same code) stays close to float32."""
+    torch.manual_seed(0)
+    spec = (ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)]) if name == "transformer-nfn"
+            else ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,))))
+    model = ps.build(name, spec, 4).eval()
+    ws = ps.randn_space(spec, 8, scale=0.5)
+    with torch.no_grad():
+        ref = model(ws)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(ws)
+    assert low.shape == ref.shape
+    assert float((low.float() - ref).norm() / ref.norm()) < 0.1
+
+
+def test_build_refuses_bad_arguments():
+    spec = ps.WeightSpaceSpec(((3, 2), (1, 3)), ((3,), (1,)))
+    with pytest.raises(ValueError, match="unknown model 'nfn'"):
+        ps.build("nfn", spec, 1)
+    with pytest.raises(ValueError, match="readout must be one of"):
+        ps.build("nfn-hnp", spec, 1, readout="graph")
+    with pytest.raises(TypeError, match="'transformer-nfn' needs a AttentionSpec"):
+        ps.build("transformer-nfn", spec, 1)
+    with pytest.raises(TypeError, match="'monomial' needs a WeightSpaceSpec"):
+        ps.build("monomial", ps.AttentionSpec.from_dims([(1, 2, 1, 1, 2)]), 1)
+    with pytest.raises(TypeError, match=r"build\('stat'\).*hiddne"):
+        ps.build("stat", spec, 1, hiddne=3)
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec"):
+        ps.build("stat", [1, 2, 3], 1)
+    model = ps.build("nfn-hnp", spec, 1)
+    other = ps.randn_space(ps.WeightSpaceSpec(((3, 2), (2, 3)), ((3,), (2,))), 1)
+    with pytest.raises(ValueError, match=r"'nfn-hnp': weights\[1\] has shape \(2, 3\), the model was built for \(1, 3\)"):
+        model(other)
+
+
+def test_models_follow_their_inputs_dtype_and_device():
+    spec = ps.WeightSpaceSpec(((3, 2), (1, 3)), ((3,), (1,)))
+    for name in ("nfn-np", "nft", "magep", "stat"):
+        model = ps.build(name, spec, 2).to(torch.float64)
+        out = model(ps.randn_space(spec, 2, dtype=torch.float64))
+        assert out.dtype == torch.float64
+        meta = ps.build(name, spec, 2).to("meta")  # no tensor is created on a fixed device
+        assert meta(ps.randn_space(spec, 2, device="meta")).device.type == "meta"
