@@ -1,5 +1,6 @@
-"""``python -m converters [CKPT]``: convert a checkpoint (default: a small
-digits-sized CNN), print the graph summary and check the round trip."""
+"""``python -m converters [CKPT | --model NAME]``: convert a checkpoint (default:
+a small digits-sized CNN, or one of the reference networks), print the graph
+summary and check the round trip."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from . import ConversionError, from_graph, load_checkpoint, to_graph
+from .reference_nets import GPT, ViT, resnet18
 
 
 def small_cnn() -> nn.Module:
@@ -23,14 +25,24 @@ def small_cnn() -> nn.Module:
     ).eval()
 
 
+MODELS = {
+    "cnn": ("a small CNN for 8x8 digits", small_cnn),
+    "resnet18": ("ResNet-18 (torchvision layout, random weights)", resnet18),
+    "vit": ("a 1-block, 2-head ViT on 8x8 images", lambda: ViT(image=8, patch=4, channels=1, dim=8, depth=1, heads=2)),
+    "gpt": ("a 2-block causal language model", GPT),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m converters", description=__doc__)
-    parser.add_argument("checkpoint", nargs="?", help=".pt/.pth/.safetensors state_dict of an MLP (default: a small CNN)")
+    parser.add_argument("checkpoint", nargs="?", help=".pt/.pth/.safetensors state_dict of an MLP")
+    parser.add_argument("--model", choices=sorted(MODELS), default="cnn", help="reference network when no checkpoint")
     args = parser.parse_args(argv)
     try:
-        source = args.checkpoint or small_cnn()
+        what, make = MODELS[args.model]
+        source = args.checkpoint or make().eval()
         reference = load_checkpoint(source) if args.checkpoint else source.state_dict()
-        print(f"converting {args.checkpoint or 'a small CNN for 8x8 digits'}:\n{source if not args.checkpoint else ''}")
+        print(f"converting {args.checkpoint or what}:\n{source if not args.checkpoint else ''}")
         start = time.perf_counter()
         g = to_graph(source)
         seconds = time.perf_counter() - start

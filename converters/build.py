@@ -1,173 +1,425 @@
-"""Wire a list of operations (see :mod:`converters.ops`) into a NeuralGraph.
+"""Wire a :class:`~converters.ir.Program` into a NeuralGraph.
 
-Vectorised: each layer adds its nodes and edges as whole tensors (no Python
-loop over weights). Node layers are built in execution order; each op either
-adds a layer of nodes with the edges into it (Linear, Conv, BatchNorm, Flatten)
-or annotates the current layer (activation, pooling).
+Each value of the program is held by graph nodes (a :class:`Feat`: the ids of
+the nodes holding its features, in feature order, and its layout). Layers add
+a block of nodes and the edges into it; activations and pooling annotate the
+nodes they follow; residual sums add a block of ``RESIDUAL`` nodes with
+identity edges from both operands; a feature concatenation joins the id
+lists (no nodes); attention adds query, key, head, value and output nodes
+(:mod:`converters.wire_attention`). An input gets its nodes when a layer first
+reads it, sized by that layer.
+
+Layouts: ``flat`` [B, F]; ``map`` [B, C, *spatial] (features at dim 1);
+``tokens`` [B, T, D] (features last); ``flatmap``: a feature map flattened for
+a Linear whose in_features tell its spatial positions; ``ids``: token ids for
+an nn.Embedding. A network input is read as tokens when an operation that
+needs tokens (attention, a class token or positional parameter, ``x[:, k]``,
+a mean over dim 1) depends on it, else as flat (or as a map by a conv).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from graphnfn.graph import (
-    EDGE_COL, EDGE_META, NODE_COL, NODE_FEATURES, WEIGHT_COL, Activation, EdgeType, GraphSpec,
-    NeuralGraph, NodeType, ParamEntry,
-)
+from graphnfn.graph import EdgeType, NeuralGraph, NodeType
 
+from . import ir
 from .errors import ConversionError, NonFiniteWeightError
-from .ops import Act, Flatten, Op, ParamLayer, Pool
-
-_ACT0 = NODE_COL["act_identity"]
-_LINEAR_META = dict(kernel_h=1, kernel_w=1, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1)
+from .graph_builder import LINEAR_META, Block, GraphBuilder, row_major, transposed
+from .wire_attention import wire_attention
 
 
 @dataclass
-class _NodeBlock:
+class Feat:
+    """A tensor of the forward pass as graph nodes: ``ids`` of the nodes holding
+    its features (in feature order), its layout, and the nodes' versions when
+    it was made (an activation or pooling applied later changes them in place)."""
+
+    ids: Tensor
+    layout: str
+    version: Tensor
+    sdims: int = 0  # spatial dims of a map (0 for an input map until a conv reads it)
+    positions: int | None = None  # spatial positions per channel, where pooling made them known
+    flat_nodes: dict = field(default_factory=dict)  # flatmap: positions -> flatten node ids
+    flat_name: str = ""  # flatmap: the Flatten that made it (names the flatten nodes)
+
+
+@dataclass
+class Slot:
+    """A network input not read yet."""
+
     name: str
-    x: Tensor  # [n, F_node], written in place by later ops (activation, pooling)
-    node_type: NodeType
-    depth: int
-    neuron: Tensor
-    ids: Tensor  # global node ids, in neuron order
-    spatial: bool
+    tokens: bool
+    flat: bool = False  # flattened before its first reader: its features are flat
+    feat: Feat | None = None
 
 
-class _GraphBuilder:
-    def __init__(self, dtype: torch.dtype, device: torch.device, kernel_width: int):
-        self.dtype, self.device, self.kernel_width = dtype, device, kernel_width
-        self.nodes: list[_NodeBlock] = []
-        self.edges: list[tuple[Tensor, Tensor, Tensor, EdgeType, int]] = []  # src, dst, attr, type, group
-        self.edge_groups: list[str] = []
-        self.entries: dict[str, ParamEntry] = {}
-        self.num_nodes = 0
+POSITIONS = "positions"  # the value of torch.arange
 
-    # -- primitives ---------------------------------------------------------
-    def add_nodes(self, name: str, n: int, node_type: NodeType, spatial: bool, position: Tensor | None = None,
-                  neuron: Tensor | None = None) -> _NodeBlock:
-        x = torch.zeros(n, len(NODE_FEATURES), dtype=self.dtype, device=self.device)
-        x[:, NODE_COL["position"]] = -1 if position is None else position.to(self.dtype)
-        x[:, _ACT0] = 1
-        ids = torch.arange(self.num_nodes, self.num_nodes + n, device=self.device)
-        depth = self.nodes[-1].depth + 1 if self.nodes else 0
-        neuron = torch.arange(n, device=self.device) if neuron is None else neuron
-        block = _NodeBlock(name, x, node_type, depth, neuron, ids, spatial)
-        self.nodes.append(block)
-        self.num_nodes += n
+
+def _patch_embeddings(prog: ir.Program) -> set[int]:
+    """Convs that cut a network input into patches (stride = kernel, no padding)
+    for a token sequence (their output flattened and transposed to tokens)."""
+    readers: dict[int, list[ir.Op]] = defaultdict(list)
+    for op in prog.ops:
+        for a in op.args:
+            readers[a].append(op)
+    inputs = {op.out for op in prog.ops if isinstance(op, ir.Input)}
+
+    def to_tokens(value: int) -> bool:
+        ops = readers[value]
+        return bool(ops) and all(isinstance(r, ir.ToTokens) or (isinstance(r, ir.Flatten) and r.start_dim == 2
+                                                                and to_tokens(r.out)) for r in ops)
+
+    return {op.out for op in prog.ops if isinstance(op, ir.Layer) and op.kind == "conv" and op.geometry["patches"]
+            and op.args[0] in inputs and to_tokens(op.out)}
+
+
+def _token_inputs(prog: ir.Program) -> set[int]:
+    """Inputs an operation that needs a token sequence depends on."""
+    reach: dict[int, frozenset[int]] = {}
+    tokens: set[int] = set()
+    params_out = {op.out for op in prog.ops if isinstance(op, ir.Param)}
+    for op in prog.ops:
+        reach[op.out] = frozenset({op.out}) if isinstance(op, ir.Input) else frozenset().union(
+            *(reach.get(a, frozenset()) for a in op.args))
+        params = not params_out.isdisjoint(op.args)
+        if isinstance(op, (ir.Attention, ir.SelectToken)) or (isinstance(op, (ir.Add, ir.Cat)) and params) or (
+                isinstance(op, ir.Mean) and set(op.dims) <= {1, -2}):
+            tokens |= reach[op.out]
+    return tokens
+
+
+class _Wiring:
+    """The value -> nodes state while the program's operations are wired."""
+
+    def __init__(self, b: GraphBuilder, prog: ir.Program, patch_embeddings: set[int]):
+        self.b = b
+        self.values: dict[int, object] = {}
+        self.token_inputs = _token_inputs(prog)
+        self.patch_embeddings = patch_embeddings
+
+    # -- reading values ------------------------------------------------------------
+    def feat(self, op: ir.Op, i: int, n: int | None = None, layout: str | None = None) -> Feat:
+        """Argument i as nodes; an unread input gets n nodes in ``layout``
+        (tokens or flat as the program needs, when not given)."""
+        v = self.values[op.args[i]]
+        if isinstance(v, Slot):
+            if v.feat is None:
+                if n is None:
+                    raise ConversionError(f"{op.label}: cannot tell the size of input {v.name!r} from this operation")
+                layout = "flat" if v.flat else layout or ("tokens" if v.tokens else "flat")
+                block = self.b.add_nodes(v.name, n, NodeType.INPUT, position=torch.arange(n))
+                v.feat = Feat(block.ids, layout, self.b.versions(block.ids))
+            v = v.feat
+        if v is POSITIONS or isinstance(v, ir.Param):
+            raise ConversionError(f"{op.label}: reads {'torch.arange positions' if v is POSITIONS else 'a parameter'} "
+                                  "where a tensor of the network is expected")
+        if not torch.equal(self.b.versions(v.ids), v.version):
+            raise ConversionError(f"{op.label}: reads a value that a later activation or pooling changed in place "
+                                  "(the graph holds one value per neuron)")
+        op.require(v.layout != "ids" or isinstance(op, ir.Layer) and op.kind == "embedding",
+                   "token ids can only be read by an nn.Embedding")
+        return v
+
+    def changed(self, x: Feat, **fields) -> Feat:
+        return replace(x, version=self.b.bump(x.ids), flat_nodes={}, **fields)
+
+    # -- operations -------------------------------------------------------------------
+    def run(self, op: ir.Op) -> object:
+        if isinstance(op, ir.Input):
+            return Slot(op.name, op.out in self.token_inputs)
+        if isinstance(op, ir.Param):
+            return op
+        if isinstance(op, ir.Positions):
+            return POSITIONS
+        if isinstance(op, ir.Flatten) and op.start_dim == 1 and self._unread(op.args[0]):
+            self.values[op.args[0]].flat = True  # flattening the raw input: the inputs are its features
+            return self.values[op.args[0]]
+        return getattr(self, f"_{type(op).__name__.lower()}")(op)
+
+    def _layer(self, op: ir.Layer) -> Feat:
+        return getattr(self, f"_{op.kind}")(op)
+
+    def _attention(self, op: ir.Attention) -> Feat:
+        xs = []
+        for i, p in enumerate((op.q, op.k, op.v)):
+            key, w = p.weight
+            x = self.feat(op, i, w.size(1))
+            op.require(x.layout == "tokens", f"attention needs a token sequence, got a {x.layout} value")
+            op.require(x.ids.numel() == w.size(1), f"{key!r} of shape {tuple(w.shape)} expects {w.size(1)} inputs, "
+                                                   f"the previous layer has {x.ids.numel()} outputs")
+            xs.append(x.ids)
+        ids = wire_attention(self.b, op, *xs)
+        return Feat(ids, "tokens", self.b.versions(ids))
+
+    def _linear(self, op: ir.Layer) -> Feat:
+        w = op.weight
+        n_in = w.size(1)
+        x = self.feat(op, 0, n_in)
+        if x.layout == "flatmap":
+            x = self._unflatten(op, x, n_in)
+        op.require(x.layout in ("flat", "tokens"), "Linear applied to a conv feature map without Flatten")
+        op.require(x.ids.numel() == n_in,
+                   f"weight {tuple(w.shape)} expects {n_in} inputs, the previous layer has {x.ids.numel()} outputs")
+        return self._out(self._dense(op, x, EdgeType.LINEAR, 1, **LINEAR_META), x)
+
+    def _conv(self, op: ir.Layer) -> Feat:
+        w = op.weight
+        if op.out in self.patch_embeddings:
+            return self._patch_embedding(op)
+        x = self.feat(op, 0, w.size(1), "map")
+        op.require(x.layout == "map", "a convolution needs a feature map; the previous layer is flat")
+        op.require(x.ids.numel() == w.size(1), f"weight {tuple(w.shape)} expects {w.size(1)} input channels, "
+                                               f"previous layer has {x.ids.numel()}")
+        x.sdims = x.sdims or w.dim() - 2  # an input map learns its spatial dims here
+        kh, kw = (1, w.size(2)) if w.dim() == 3 else (w.size(2), w.size(3))
+        g = op.geometry
+        block = self._dense(op, x, EdgeType.CONV, kh * kw, kernel_h=kh, kernel_w=kw, stride_h=g["stride"][0],
+                            stride_w=g["stride"][1], padding_h=g["padding"][0], padding_w=g["padding"][1],
+                            dilation_h=g["dilation"][0], dilation_w=g["dilation"][1], padding_mode=g["padding_mode"])
+        return replace(self._out(block, x), sdims=w.dim() - 2, positions=None)
+
+    def _patch_embedding(self, op: ir.Layer) -> Feat:
+        """A conv cutting the input into P x P patches for tokens is the Linear on
+        flattened patches it computes: an input node per (channel, dy, dx) of a
+        patch (``position`` c P^2 + dy P + dx) and a LINEAR edge per (pixel,
+        feature), not C x D edges padded with P^2 kernel columns."""
+        w = op.weight
+        x = self.feat(op, 0, w[0].numel(), "map")
+        op.require(x.ids.numel() == w[0].numel(), f"weight {tuple(w.shape)}: a patch embedding reads the network "
+                                                  f"input alone, which is read elsewhere with {x.ids.numel()} features")
+        block = self._dense(op, x, EdgeType.LINEAR, 1, **LINEAR_META)
+        return Feat(block.ids, "map", self.b.versions(block.ids), sdims=w.dim() - 2)
+
+    def _dense(self, op: ir.Layer, x: Feat, edge_type: EdgeType, k: int, **meta: float) -> Block:
+        """Linear or Conv: one edge per (in, out) pair carrying W[out, in], the
+        kernel flattened into k values."""
+        key, w = op.tensors["weight"]
+        n_in = w[0].numel() // k
+        block = self.b.add_nodes(op.name, w.size(0), NodeType.HIDDEN, [x.ids])
+        self.b.dense(x.ids, block.ids, w.reshape(w.size(0), n_in, k), row_major(torch.arange(w.size(0)), n_in),
+                     edge_type, key, **meta)
+        self.b.record_edges(key, w, k)
+        if "bias" in op.tensors:
+            self.b.node_param(*op.tensors["bias"], "bias", [block])
         return block
 
-    def add_edges(self, name: str | None, src: Tensor, dst: Tensor, kernel: Tensor, edge_type: EdgeType,
-                  **meta: float) -> int:
-        """Edges src[e] -> dst[e] with kernel values kernel [E, k]; returns the
-        edge group (-1 for parameter-free edges, ``name=None``)."""
-        attr = torch.zeros(src.numel(), WEIGHT_COL + self.kernel_width, dtype=self.dtype, device=self.device)
-        attr[:, :WEIGHT_COL] = torch.tensor([meta.get(k, 0) for k in EDGE_META], dtype=self.dtype)
-        attr[:, WEIGHT_COL:WEIGHT_COL + kernel.size(1)] = kernel
-        group = -1
-        if name is not None:
-            group = len(self.edge_groups)
-            self.edge_groups.append(name)
-        self.edges.append((src, dst, attr, edge_type, group))
-        return group
+    def _out(self, block: Block, like: Feat) -> Feat:
+        """The value a new block holds, laid out like ``like``."""
+        return Feat(block.ids, like.layout, self.b.versions(block.ids), like.sdims, like.positions)
 
-    def record(self, key: str, entry: ParamEntry) -> None:
-        if key in self.entries:
-            raise ConversionError(f"parameter {key!r} is used by two layers; shared weights are not supported")
-        self.entries[key] = entry
+    def _batch_norm(self, op: ir.Layer) -> Feat:
+        x = self.feat(op, 0, op.geometry["num_features"], "flat")
+        op.require(x.layout != "flatmap", "BatchNorm after Flatten of a feature map is not supported")
+        op.require(x.layout in ("flat", "map"), "BatchNorm normalises dim 1: it needs flat features or a feature map")
+        return self._norm(op, x, NodeType.NORM, ("bias", "running_mean", "running_var"))
 
-    def node_param(self, layer: ParamLayer, role: str, column: str, block: _NodeBlock) -> None:
-        if role in layer.tensors:
-            key, t = layer.tensors[role]
-            if tuple(t.shape) != (block.ids.numel(),):
-                raise ConversionError(f"{key!r}: shape {tuple(t.shape)} does not match the layer's {block.ids.numel()} outputs")
-            block.x[:, NODE_COL[column]] = t
-            self.record(key, ParamEntry(key, "node", tuple(t.shape), t.dtype, len(self.nodes) - 1, NODE_COL[column]))
+    def _layer_norm(self, op: ir.Layer) -> Feat:
+        x = self.feat(op, 0, op.geometry["num_features"])
+        op.require(x.layout in ("flat", "tokens"), "LayerNorm normalises the last dim: it needs features or tokens")
+        return self._norm(op, x, NodeType.LAYER_NORM, ("bias",))
 
-    def edge_param(self, layer: ParamLayer, group: int) -> None:
-        key, t = layer.tensors["weight"]
-        self.record(key, ParamEntry(key, "edge", tuple(t.shape), t.dtype, group))
+    def _norm(self, op: ir.Layer, x: Feat, node_type: NodeType, roles: Sequence[str]) -> Feat:
+        """A node per feature, the scale on the diagonal edge into it, the shift
+        (and running statistics) as node features: exactly invertible."""
+        c = x.ids.numel()
+        op.require(c == op.geometry["num_features"],
+                   f"num_features {op.geometry['num_features']} but the previous layer has {c} outputs")
+        block = self.b.add_nodes(op.name, c, node_type, [x.ids])
+        if op.weight is None:
+            self.b.identity(x.ids, block.ids, EdgeType.NORM)
+        else:
+            key, w = op.tensors["weight"]
+            op.require(w.shape == (c,), f"weight shape {tuple(w.shape)} does not match {c} features")
+            self.b.add_edges(x.ids[:, None], block.ids[:, None], w.reshape(c, 1, 1), EdgeType.NORM,
+                             self.b.edge_group(key), row_major(torch.arange(c), 1), **LINEAR_META)
+            self.b.record_edges(key, w)
+        for role in roles:
+            if role in op.tensors:
+                self.b.node_param(*op.tensors[role], role, [block])
+        if "num_batches_tracked" in op.tensors:
+            self.b.record_const(*op.tensors["num_batches_tracked"])
+        return self._out(block, x)
 
-    # -- ops ----------------------------------------------------------------
-    def inputs(self, n: int, spatial: bool) -> _NodeBlock:
-        return self.add_nodes("input", n, NodeType.INPUT, spatial, torch.arange(n, device=self.device))
+    def _embedding(self, op: ir.Layer) -> Feat:
+        """Token v -> feature d carries weight[v, d] (a Linear on one-hot tokens);
+        on torch.arange positions the tokens are position nodes."""
+        key, w = op.tensors["weight"]
+        source = self.values[op.args[0]]
+        if source is POSITIONS:
+            src = self.b.add_nodes(ir.tag(op.name, "positions"), w.size(0), NodeType.POSITION,
+                                   position=torch.arange(w.size(0))).ids
+            edge_type = EdgeType.POS_EMBED
+        else:
+            op.require(isinstance(source, Slot),
+                       "an nn.Embedding must read token ids (a network input) or torch.arange positions")
+            x = self.feat(op, 0, w.size(0), "ids")
+            op.require(x.layout == "ids" and x.ids.numel() == w.size(0),
+                       f"weight {tuple(w.shape)}: the input is read elsewhere as features, not as token ids")
+            src, edge_type = x.ids, EdgeType.EMBED
+        block = self.b.add_nodes(op.name, w.size(1), NodeType.HIDDEN, [src])
+        self.b.dense(src, block.ids, w.T.unsqueeze(-1), transposed(*w.shape), edge_type, key, **LINEAR_META)
+        self.b.record_edges(key, w)
+        return Feat(block.ids, "tokens", self.b.versions(block.ids))
 
-    def flatten_to(self, cur: _NodeBlock, positions: int, name: str) -> _NodeBlock:
-        """(channel, position) nodes for a Linear after Flatten: node c*S+p hangs off channel c."""
-        c = cur.ids.numel()
-        flat = torch.arange(c * positions, device=self.device)
-        block = self.add_nodes(f"{name}:flatten", c * positions, NodeType.FLATTEN, False, flat % positions, flat)
-        ones = torch.ones(flat.numel(), 1, dtype=self.dtype, device=self.device)
-        self.add_edges(None, cur.ids.repeat_interleave(positions), block.ids, ones, EdgeType.FLATTEN, **_LINEAR_META)
-        return block
+    def _act(self, op: ir.Act) -> Feat:
+        x = self._annotated(op)
+        op.require(bool((self.b.column(x.ids, "act_identity") == 1).all()),
+                   f"two activations in a row after {self.b.group_name(x.ids[0])!r}")
+        self.b.set_activation(x.ids, op.kind, op.param)
+        return self.changed(x)
 
-    def dense(self, layer: ParamLayer, cur: _NodeBlock, edge_type: EdgeType, spatial: bool, **meta: float) -> _NodeBlock:
-        """Linear or Conv: one edge per (in, out) pair carrying W[out, in] (flattened kernel)."""
-        w = layer.weight
-        n_out, n_in = w.shape[:2]
-        block = self.add_nodes(layer.name, n_out, NodeType.HIDDEN, spatial)
-        src = cur.ids.repeat(n_out)
-        dst = block.ids.repeat_interleave(n_in)
-        self.edge_param(layer, self.add_edges(layer.name, src, dst, w.reshape(n_out * n_in, -1), edge_type, **meta))
-        self.node_param(layer, "bias", "bias", block)
-        return block
+    def _annotated(self, op: ir.Op) -> Feat:
+        """The argument of an op that changes its nodes in place, after the checks."""
+        first = "the network must start with a Linear, Conv or BatchNorm layer"
+        op.require(not self._unread(op.args[0]), first)
+        x = self.feat(op, 0)
+        op.require(not bool((self.b.node_types(x.ids) == NodeType.INPUT).any()), first)
+        op.require(not self.b.consumed(x.ids), "its input is also read by another layer before it; "
+                                               "the graph holds one value per neuron")
+        return x
 
-    def norm(self, layer: ParamLayer, cur: _NodeBlock) -> _NodeBlock:
-        """BatchNorm: a node per channel, the scale on the diagonal edge into it."""
-        c = cur.ids.numel()
-        block = self.add_nodes(layer.name, c, NodeType.NORM, cur.spatial)
-        scale = layer.weight if layer.weight is not None else torch.ones(c, dtype=self.dtype, device=self.device)
-        if scale.shape != (c,):
-            raise ConversionError(f"{layer.name}: weight shape {tuple(scale.shape)} does not match {c} features")
-        group = self.add_edges(layer.name, cur.ids, block.ids, scale.reshape(c, 1), EdgeType.NORM, **_LINEAR_META)
-        if layer.weight is not None:
-            self.edge_param(layer, group)
-        for role in ("bias", "running_mean", "running_var"):
-            self.node_param(layer, role, role, block)
-        if "num_batches_tracked" in layer.tensors:
-            key, t = layer.tensors["num_batches_tracked"]
-            self.record(key, ParamEntry(key, "const", tuple(t.shape), t.dtype, value=t.tolist()))
-        return block
+    def _pool(self, op: ir.Pool) -> Feat:
+        x = self._annotated(op)
+        op.require(x.layout == "map", "pooling needs a conv feature map")
+        col = self.b.column(x.ids, f"pool_{op.kind}")
+        global_pool = op.size < 0 or bool((col < 0).any())
+        self.b.set_column(x.ids, f"pool_{op.kind}", -1 if global_pool else col.clamp(min=1) * op.size)
+        return self.changed(x, positions=op.positions)
 
-    def finish(self, key_order: Sequence[str]) -> NeuralGraph:
-        missing = [k for k in key_order if k not in self.entries]
-        if missing:
-            raise ConversionError(f"parameters {missing} belong to no supported layer; they would be lost")
-        last = self.nodes[-1]
-        if last.node_type is NodeType.INPUT:
-            raise ConversionError("the network has no Linear, Conv or BatchNorm layer")
-        last.node_type = NodeType.OUTPUT
-        last.x[:, NODE_COL["position"]] = last.neuron.to(self.dtype)
-        src, dst, attr, etype, egroup = zip(*self.edges)
-        cat_nodes = lambda f: torch.cat([f(b) for b in self.nodes])  # noqa: E731
-        long = dict(dtype=torch.long, device=self.device)
-        return NeuralGraph(
-            x=cat_nodes(lambda b: b.x),
-            edge_index=torch.stack([torch.cat(src), torch.cat(dst)]),
-            edge_attr=torch.cat(attr),
-            node_type=cat_nodes(lambda b: torch.full((b.ids.numel(),), int(b.node_type), **long)),
-            edge_type=torch.cat([torch.full((s.numel(),), int(t), **long) for s, t in zip(src, etype)]),
-            layer=cat_nodes(lambda b: torch.full((b.ids.numel(),), b.depth, **long)),
-            neuron=cat_nodes(lambda b: b.neuron),
-            node_group=cat_nodes(lambda b: torch.full((b.ids.numel(),), self.nodes.index(b), **long)),
-            edge_group=torch.cat([torch.full((s.numel(),), g, **long) for s, g in zip(src, egroup)]),
-            spec=GraphSpec(tuple(self.entries[k] for k in key_order), tuple(b.name for b in self.nodes),
-                           tuple(self.edge_groups)),
-            num_nodes=self.num_nodes,
-        )
+    def _mean(self, op: ir.Mean) -> Feat:
+        """Global average pooling: over the spatial dims of a map or over the tokens."""
+        x = self._annotated(op)
+        spatial = {2, 3, -1, -2} if x.layout == "map" else {1, -2} if x.layout == "tokens" else set()
+        op.require(set(op.dims) <= spatial,
+                   f"mean over dims {sorted(op.dims)} is not a spatial pooling or a mean over tokens")
+        self.b.set_column(x.ids, "pool_avg", -1)
+        return self.changed(x, layout="flat", positions=1)
+
+    def _selecttoken(self, op: ir.SelectToken) -> Feat:
+        x = self._annotated(op)
+        op.require(x.layout == "tokens", "x[:, k] is supported on a token sequence only")
+        self.b.set_column(x.ids, "read_token", op.index)
+        return self.changed(x, layout="flat")
+
+    def _flatten(self, op: ir.Flatten) -> Feat:
+        x = self.feat(op, 0)
+        if op.start_dim == 2:
+            op.require(x.layout == "map", "flatten(2) needs a feature map")
+            return replace(x, sdims=1)
+        op.require(x.layout != "tokens", "flattening a token sequence is not supported; pool over the tokens first "
+                                         "(x[:, 0] or x.mean(1))")
+        if x.layout != "map":
+            return x
+        return replace(x, layout="flat") if x.positions == 1 else replace(x, layout="flatmap", flat_name=op.name)
+
+    def _unflatten(self, op: ir.Layer, x: Feat, n_in: int) -> Feat:
+        """The Linear after a Flatten of C channels x S positions reads (channel,
+        position) nodes: node c*S+p hangs off channel c by a flatten edge."""
+        c = x.ids.numel()
+        op.require(n_in % c == 0, f"in_features {n_in} is not a multiple of the {c} channels before Flatten")
+        positions = n_in // c
+        op.require(x.positions in (None, positions), f"in_features {n_in} != {c} channels x {x.positions} positions")
+        if positions == 1:
+            return replace(x, layout="flat")
+        if positions not in x.flat_nodes:
+            flat = torch.arange(c * positions)
+            block = self.b.add_nodes(ir.tag(x.flat_name or op.name, "flatten"), c * positions, NodeType.FLATTEN,
+                                     [x.ids], flat % positions, flat)
+            self.b.identity(x.ids.repeat_interleave(positions), block.ids, EdgeType.FLATTEN)
+            x.flat_nodes[positions] = block.ids
+        ids = x.flat_nodes[positions]
+        return Feat(ids, "flat", self.b.versions(ids))
+
+    def _totokens(self, op: ir.ToTokens) -> Feat:
+        x = self.feat(op, 0)
+        op.require(x.layout == "map" and x.sdims == 1, "the transpose to tokens needs a feature map [B, C, L] "
+                                                       "(flatten(2) a 2-D map first)")
+        return replace(x, layout="tokens", sdims=0)
+
+    def _add(self, op: ir.Add) -> Feat:
+        """A residual sum: a RESIDUAL node per feature with identity edges from
+        both operands; ``x + P`` of a positional parameter P: see :meth:`_param_rows`."""
+        params = [i for i in (0, 1) if isinstance(self.values[op.args[i]], ir.Param)]
+        if params:
+            op.require(len(params) == 1, "the sum of two parameters is not wired")
+            return self._param_rows(op, 1 - params[0], [self.values[op.args[params[0]]]], NodeType.POSITION,
+                                    EdgeType.POS_EMBED, "positional embedding")
+        order = (1, 0) if self._unread(op.args[0]) else (0, 1)
+        first = self.feat(op, order[0])
+        second = self.feat(op, order[1], first.ids.numel(), first.layout)
+        a, b = (first, second) if order == (0, 1) else (second, first)
+        op.require(a.ids.numel() == b.ids.numel() and a.layout == b.layout and a.layout in ("flat", "map", "tokens"),
+                   f"sum of a {a.layout} value of {a.ids.numel()} features and a {b.layout} value of {b.ids.numel()}")
+        block = self.b.add_nodes(op.name, a.ids.numel(), NodeType.RESIDUAL, [a.ids, b.ids])
+        self.b.identity(a.ids, block.ids, EdgeType.RESIDUAL)
+        self.b.identity(b.ids, block.ids, EdgeType.RESIDUAL)
+        return self._out(block, a)
+
+    def _unread(self, value: int) -> bool:
+        v = self.values[value]
+        return isinstance(v, Slot) and v.feat is None
+
+    def _cat(self, op: ir.Cat) -> Feat:
+        """Along the features: the id lists joined (no nodes). Along the tokens:
+        class-token parameters prepended (see :meth:`_param_rows`)."""
+        values = [self.values[a] for a in op.args]
+        params = [v for v in values if isinstance(v, ir.Param)]
+        if params:
+            op.require(values[:len(params)] == params and len(values) == len(params) + 1 and op.dim in (1, -2),
+                       "only class-token parameters prepended to one token sequence (torch.cat([cls, x], dim=1)) "
+                       "are supported")
+            return self._param_rows(op, len(params), params, NodeType.CLASS_TOKEN, EdgeType.CLASS_TOKEN, "class token")
+        feats = [self.feat(op, i) for i in range(len(op.args))]
+        layout = feats[0].layout
+        op.require(all(f.layout == layout and f.sdims == feats[0].sdims for f in feats)
+                   and layout in ("flat", "map", "tokens"), f"concatenation of values with layouts {[f.layout for f in feats]}")
+        rank, features = {"flat": (2, 1), "map": (2 + feats[0].sdims, 1), "tokens": (3, 2)}[layout]
+        op.require(op.dim in (features, features - rank) or (layout == "map" and op.dim == 1),
+                   f"concatenation along dim {op.dim} of a {layout} value is not along its features")
+        ids = torch.cat([f.ids for f in feats])
+        return Feat(ids, layout, self.b.versions(ids), feats[0].sdims)
+
+    def _param_rows(self, op: ir.Op, i: int, params: list[ir.Param], node_type: NodeType, edge_type: EdgeType,
+                    what: str) -> Feat:
+        """Parameters [..., n, D] added to (positional embedding) or prepended
+        to (class tokens) token sequence argument i: a node per row k (``position``
+        = its token index) with an edge of weight P[k, d] into a RESIDUAL node per
+        feature d, which also gets an identity edge from the sequence."""
+        d = params[0].tensor[1].size(-1)
+        x = self.feat(op, i, d, "tokens")
+        op.require(x.layout == "tokens" and x.ids.numel() == d, f"a {what} needs a token sequence of {d} features, "
+                                                                 f"got a {x.layout} value of {x.ids.numel()}")
+        rows, start = [], 0
+        for p in params:
+            key, t = p.tensor
+            op.require(t.dim() >= 2 and t.size(-1) == d and t[..., 0, 0].numel() == 1,
+                       f"parameter {key!r} of shape {tuple(t.shape)}: a {what} must be [..., n, {d}], leading dims of 1")
+            n = t.size(-2)
+            rows.append((key, t, self.b.add_nodes(key, n, node_type, position=torch.arange(start, start + n)).ids))
+            start += n
+        block = self.b.add_nodes(op.name, d, NodeType.RESIDUAL, [x.ids] + [ids for _, _, ids in rows])
+        self.b.identity(x.ids, block.ids, EdgeType.RESIDUAL)
+        for key, t, ids in rows:
+            table = t.reshape(-1, d)
+            self.b.dense(ids, block.ids, table.T.unsqueeze(-1), transposed(*table.shape), edge_type, key,
+                         **LINEAR_META)
+            self.b.record_edges(key, t)
+        return self._out(block, x)
 
 
-def _graph_dtype(layers: Iterable[ParamLayer], allow_nonfinite: bool) -> tuple[torch.dtype, torch.device]:
+def _graph_dtype(ops: Sequence[ir.Op], allow_nonfinite: bool) -> tuple[torch.dtype, torch.device]:
     dtype, device = None, None
-    for layer in layers:
-        for key, t in layer.tensors.values():
-            if key.endswith("num_batches_tracked"):
-                continue
+    for op in ops:
+        for key, t in op.params():
             if not t.is_floating_point():
                 raise ConversionError(f"parameter {key!r} has dtype {t.dtype}; only floating-point weights convert")
-            if not allow_nonfinite and not bool(torch.isfinite(t).all()):
+            if not allow_nonfinite and t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
                 raise NonFiniteWeightError(f"parameter {key!r} holds NaN or Inf (allow_nonfinite=True to accept)")
             dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
             device = device or t.device
@@ -177,77 +429,23 @@ def _graph_dtype(layers: Iterable[ParamLayer], allow_nonfinite: bool) -> tuple[t
     return (torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype), device
 
 
-def _check(cond: bool, op: Op, why: str) -> None:
-    if not cond:
-        where = op.tensors["weight"][0] if isinstance(op, ParamLayer) and "weight" in op.tensors else op.name
-        raise ConversionError(f"{where or type(op).__name__}: {why}")
-
-
-def build_graph(ops: Sequence[Op], key_order: Sequence[str], allow_nonfinite: bool = False) -> NeuralGraph:
-    """The NeuralGraph of ``ops``; ``key_order`` is the state_dict's key order,
-    and every key must be consumed by a layer."""
-    layers = [op for op in ops if isinstance(op, ParamLayer)]
-    dtype, device = _graph_dtype(layers, allow_nonfinite)
-    kernel = max([layer.weight[0, 0].numel() for layer in layers if layer.kind == "conv"] + [1])
-    b = _GraphBuilder(dtype, device, kernel)
-    cur: _NodeBlock | None = None
-    flatten: Flatten | None = None  # a Flatten of a feature map waiting for its Linear
-    positions: int | None = None  # spatial positions per channel, where pooling made it known
-    for op in ops:
-        if isinstance(op, ParamLayer):
-            w = op.weight
-            if op.kind == "norm":
-                n_in = op.geometry["num_features"]
-                cur = cur or b.inputs(n_in, spatial=False)
-                _check(flatten is None, op, "BatchNorm after Flatten of a feature map is not supported")
-                _check(cur.ids.numel() == n_in, op, f"num_features {n_in} but the previous layer has {cur.ids.numel()} outputs")
-                cur = b.norm(op, cur)
-                continue
-            n_in = w.size(1)
-            if op.kind == "conv":
-                cur = cur or b.inputs(n_in, spatial=True)
-                _check(cur.spatial and flatten is None, op, "a convolution needs a feature map; the previous layer is flat")
-                _check(cur.ids.numel() == n_in, op, f"weight {tuple(w.shape)} expects {n_in} input channels, previous layer has {cur.ids.numel()}")
-                kh, kw = (1, w.size(2)) if w.dim() == 3 else (w.size(2), w.size(3))
-                g = op.geometry
-                cur = b.dense(op, cur, EdgeType.CONV, True, kernel_h=kh, kernel_w=kw,
-                              stride_h=g["stride"][0], stride_w=g["stride"][1], padding_h=g["padding"][0],
-                              padding_w=g["padding"][1], dilation_h=g["dilation"][0], dilation_w=g["dilation"][1],
-                              padding_mode=g["padding_mode"])
-                positions = None
-                continue
-            cur = cur or b.inputs(n_in, spatial=False)
-            if cur.spatial:
-                _check(flatten is not None, op, "Linear applied to a conv feature map without Flatten")
-                c = cur.ids.numel()
-                _check(n_in % c == 0, op, f"in_features {n_in} is not a multiple of the {c} channels before Flatten")
-                _check(positions in (None, n_in // c), op, f"in_features {n_in} != {c} channels x {positions} positions")
-                if n_in // c > 1:
-                    cur = b.flatten_to(cur, n_in // c, flatten.name or op.name)
-                flatten = None
-            _check(cur.ids.numel() == n_in, op, f"weight {tuple(w.shape)} expects {n_in} inputs, the previous layer has {cur.ids.numel()} outputs")
-            cur = b.dense(op, cur, EdgeType.LINEAR, False, **_LINEAR_META)
-        elif cur is None and isinstance(op, Flatten):
-            continue  # flattening the raw input: the inputs are the flat features
-        elif cur is None:
-            raise ConversionError(f"{op.name or type(op).__name__}: the network must start with a Linear, Conv or BatchNorm layer")
-        elif isinstance(op, Act):
-            _check(bool(cur.x[0, _ACT0] == 1), op, f"two activations in a row after {cur.name!r}")
-            cur.x[:, _ACT0] = 0
-            cur.x[:, _ACT0 + int(op.kind)] = 1
-            cur.x[:, NODE_COL["act_param"]] = op.param
-        elif isinstance(op, Pool):
-            _check(cur.spatial and flatten is None, op, "pooling needs a conv feature map")
-            col = cur.x[:, NODE_COL[f"pool_{op.kind}"]]
-            if op.size < 0 or bool(col[0] < 0):
-                col.fill_(-1)
-            else:
-                col.copy_(col.clamp(min=1) * op.size)
-            positions = op.positions
-        elif isinstance(op, Flatten) and cur.spatial:
-            if positions == 1:
-                cur.spatial = False  # globally pooled: channels are the features
-            else:
-                flatten = op
-    _check(flatten is None, ops[-1], "the network ends with an unconsumed Flatten of a feature map")
-    return b.finish(key_order)
+def build_graph(prog: ir.Program, key_order: Sequence[str], allow_nonfinite: bool = False) -> NeuralGraph:
+    """The NeuralGraph of ``prog``; ``key_order`` is the state_dict's key order,
+    and every key must be held by the graph."""
+    dtype, device = _graph_dtype(prog.ops, allow_nonfinite)
+    patches = _patch_embeddings(prog)
+    kernel = max([op.weight[0, 0].numel() for op in prog.ops
+                  if isinstance(op, ir.Layer) and op.kind == "conv" and op.out not in patches] + [1])
+    wiring = _Wiring(GraphBuilder(dtype, device, kernel), prog, patches)
+    for op in prog.ops:
+        wiring.values[op.out] = wiring.run(op)
+    out = wiring.values[prog.output]
+    last = prog.ops[-1]
+    no_layer = "the network has no Linear, Conv or BatchNorm layer"
+    last.require(not isinstance(out, Slot) or out.feat is not None, no_layer)
+    last.require(not (out is POSITIONS or isinstance(out, ir.Param)), "the network returns a parameter, not a computed value")
+    out = out.feat if isinstance(out, Slot) else out
+    last.require(out.layout != "flatmap", "the network ends with an unconsumed Flatten of a feature map")
+    last.require(not bool((wiring.b.node_types(out.ids) == NodeType.INPUT).any()), no_layer)
+    last.require(torch.equal(wiring.b.versions(out.ids), out.version), "the output was changed in place after it was made")
+    return wiring.b.finish(key_order, out.ids)

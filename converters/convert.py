@@ -1,38 +1,46 @@
-"""The public entry points: any supported input -> NeuralGraph or WeightSpace."""
+"""The public entry points: any supported input -> NeuralGraph or weight-space tensors."""
 from __future__ import annotations
 
 import os
-from typing import Mapping, Union
+from typing import Callable, Mapping, TypeVar, Union
 
-import torch
 from torch import Tensor, nn
 
-from graphnfn.graph import NeuralGraph, NodeType
-from graphnfn.paramshare import WeightSpace
+from graphnfn.graph import NeuralGraph
+from graphnfn.paramshare import AttentionWeightSpace, WeightSpace
 
 from .build import build_graph
 from .errors import ConversionError
+from .ir import Program
 from .load import load_checkpoint
-from .ops import Op, ParamLayer, module_ops, state_dict_ops
+from .ops import module_program, state_dict_program
+from .threads import single_threaded
+from .weight_spaces import attention_weight_space, chain_weight_space
 
 Convertible = Union[nn.Module, Mapping[str, Tensor], str, os.PathLike]
+T = TypeVar("T")
 
 
-def _ops(obj: Convertible) -> tuple[list[Op], list[str]]:
+def _program(obj: Convertible) -> tuple[Program, list[str]]:
     if isinstance(obj, nn.Module):
-        return module_ops(obj), list(obj.state_dict().keys())
+        return module_program(obj), list(obj.state_dict().keys())
     if isinstance(obj, Mapping):
-        return state_dict_ops(obj), list(obj.keys())
+        return state_dict_program(obj), list(obj.keys())
     raise TypeError(f"cannot convert a {type(obj).__name__}: pass an nn.Module, a state_dict or a checkpoint path")
 
 
-def _with_source(obj: Convertible, fn):
-    """Run ``fn(resolved obj)``, naming the file in any conversion error."""
+@single_threaded
+def _converted(obj: Convertible, allow_nonfinite: bool, fn: Callable[[Program, NeuralGraph], T]) -> T:
+    """``fn(program, graph)`` of obj (a path is loaded first and named in any conversion error)."""
+    def run(o: Convertible) -> T:
+        prog, keys = _program(o)
+        return fn(prog, build_graph(prog, keys, allow_nonfinite=allow_nonfinite))
+
     if not isinstance(obj, (str, os.PathLike)):
-        return fn(obj)
+        return run(obj)
     state_dict = load_checkpoint(obj)
     try:
-        return fn(state_dict)
+        return run(state_dict)
     except ConversionError as err:
         raise type(err)(f"{os.fspath(obj)}: {err}") from err
 
@@ -41,15 +49,16 @@ def to_graph(obj: Convertible, allow_nonfinite: bool = False) -> NeuralGraph:
     """The neuron graph of a network.
 
     Args:
-        obj: an ``nn.Module`` (Sequential at any depth, or any chain torch.fx can
-            trace), a state_dict of an MLP, or a path to a ``.pt``/``.pth``/
-            ``.safetensors`` checkpoint holding one.
+        obj: an ``nn.Module`` (Sequential at any depth, transformer layers,
+            attention modules, or anything torch.fx can trace: residuals,
+            concatenations, several inputs), a state_dict of an MLP, or a path
+            to a ``.pt``/``.pth``/``.safetensors`` checkpoint holding one.
         allow_nonfinite: accept NaN/Inf weights instead of raising.
     Returns:
         a :class:`graphnfn.NeuralGraph` that :func:`converters.from_graph` folds
         back into the same state_dict, bit for bit.
     """
-    return _with_source(obj, lambda o: build_graph(*_ops(o), allow_nonfinite=allow_nonfinite))
+    return _converted(obj, allow_nonfinite, lambda prog, g: g)
 
 
 def to_weight_space(obj: Convertible, allow_nonfinite: bool = False) -> WeightSpace:
@@ -57,19 +66,15 @@ def to_weight_space(obj: Convertible, allow_nonfinite: bool = False) -> WeightSp
     weights [1, 1, n_out, n_in(, kernel dims)], biases [1, 1, n_out] (zeros for
     layers without bias), in the graph's dtype. Only chains of Linear/Conv
     layers (global pooling allowed) have this form."""
+    return _converted(obj, allow_nonfinite, chain_weight_space)
 
-    def convert(o: Convertible) -> WeightSpace:
-        ops, keys = _ops(o)
-        g = build_graph(ops, keys, allow_nonfinite=allow_nonfinite)  # validates the wiring
-        for node_type, why in ((NodeType.NORM, "BatchNorm layers"), (NodeType.FLATTEN, "a Flatten of spatial positions")):
-            if bool((g.node_type == node_type).any()):
-                raise ConversionError(f"{why} cannot be expressed in a WeightSpace (a chain of Linear/Conv layers); use to_graph")
-        layers = [op for op in ops if isinstance(op, ParamLayer)]
-        weights = tuple(layer.weight.to(g.x.dtype)[None, None] for layer in layers)
-        biases = tuple(
-            (layer.tensors["bias"][1].to(g.x.dtype) if "bias" in layer.tensors
-             else torch.zeros(layer.weight.size(0), dtype=g.x.dtype, device=g.x.device))[None, None]
-            for layer in layers)
-        return WeightSpace(weights, biases)
 
-    return _with_source(obj, convert)
+def to_attention_weight_space(obj: Convertible, allow_nonfinite: bool = False) -> AttentionWeightSpace:
+    """The transformer blocks of a network as an :class:`AttentionWeightSpace`
+    (the Transformer-NFN input format), batch and channel dims of 1, per block:
+    query/key [1, 1, h, D, d_k], value [1, 1, h, D, d_v], out [1, 1, h, d_v, D],
+    mlp_in [1, 1, D, D_a], mlp_in_bias [1, 1, D_a], mlp_out [1, 1, D_a, D],
+    mlp_out_bias [1, 1, D]. A block is an attention layer and the MLP (two
+    Linear layers) after it. The format has no place for q/k/v/o biases,
+    LayerNorms, embeddings or the head: use :func:`to_graph` for all of them."""
+    return _converted(obj, allow_nonfinite, lambda prog, g: attention_weight_space(prog, g.x.dtype))

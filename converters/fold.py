@@ -8,13 +8,13 @@ from torch_geometric.data import Batch
 from graphnfn.graph import WEIGHT_COL, GraphSpec, NeuralGraph, ParamEntry
 
 from .errors import ConversionError
+from .threads import single_threaded
 
 
-def _scatter(out: Tensor, index: tuple[Tensor, ...], values: Tensor, entry: ParamEntry) -> Tensor:
-    """out[index] = values, after checking the index hits every entry exactly once."""
-    hit = torch.zeros(out.shape[: len(index)], dtype=torch.int32, device=out.device)
-    hit.index_put_(index, torch.ones_like(index[0], dtype=torch.int32), accumulate=True)
-    if not bool((hit == 1).all()):
+def _scatter(out: Tensor, index: Tensor, values: Tensor, entry: ParamEntry) -> Tensor:
+    """out[index] = values, after checking the index hits every row exactly once."""
+    inside = index.numel() == 0 or (int(index.min()) >= 0 and int(index.max()) < out.size(0))
+    if not inside or not bool((torch.bincount(index, minlength=out.size(0)) == 1).all()):
         raise ConversionError(f"{entry.key!r}: the graph's {values.size(0)} entries do not cover shape {entry.shape} exactly once")
     out[index] = values
     return out
@@ -22,26 +22,22 @@ def _scatter(out: Tensor, index: tuple[Tensor, ...], values: Tensor, entry: Para
 
 def _edge_tensor(g: NeuralGraph, entry: ParamEntry) -> Tensor:
     mask = g.edge_group == entry.group
-    src, dst = g.edge_index[:, mask]
-    k = 1
-    for s in entry.shape[2:]:
-        k *= s
-    values = g.edge_attr[mask, WEIGHT_COL:WEIGHT_COL + k]
-    if entry.shape and len(entry.shape) == 1:  # diagonal scale: indexed by its target alone
-        out = values.new_empty(entry.shape[0], 1)
-        index = (g.neuron[dst],)
-    else:
-        out = values.new_empty(entry.shape[0], entry.shape[1], k)
-        index = (g.neuron[dst], g.neuron[src])
-    return _scatter(out, index, values, entry).reshape(entry.shape)
+    numel = 1
+    for s in entry.shape:
+        numel *= s
+    values = g.edge_attr[mask, WEIGHT_COL:WEIGHT_COL + entry.kernel]
+    out = values.new_empty(numel // entry.kernel, entry.kernel)
+    return _scatter(out, g.edge_slot[mask], values, entry).reshape(entry.shape)
 
 
 def _node_tensor(g: NeuralGraph, entry: ParamEntry) -> Tensor:
-    mask = g.node_group == entry.group
+    groups = entry.group if isinstance(entry.group, tuple) else (entry.group,)
+    mask = torch.isin(g.node_group, torch.tensor(groups, device=g.node_group.device))
     values = g.x[mask, entry.column]
-    return _scatter(values.new_empty(entry.shape), (g.neuron[mask],), values, entry)
+    return _scatter(values.new_empty(entry.shape), g.neuron[mask], values, entry)
 
 
+@single_threaded
 def from_graph(g: NeuralGraph | Batch) -> dict[str, Tensor] | list[dict[str, Tensor]]:
     """The state_dict a graph encodes: same keys (in order), shapes and dtypes.
 
@@ -57,7 +53,7 @@ def from_graph(g: NeuralGraph | Batch) -> dict[str, Tensor] | list[dict[str, Ten
     out: dict[str, Tensor] = {}
     for entry in spec.entries:
         if entry.kind == "const":
-            t = torch.tensor(entry.value, dtype=entry.dtype, device=g.x.device)
+            t = entry.value.to(g.x.device)
         elif entry.kind == "edge":
             t = _edge_tensor(g, entry)
         else:

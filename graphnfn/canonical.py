@@ -12,9 +12,10 @@ representative before encoding it:
   such neuron's incoming weights and bias have unit norm.
 
 Then an edge i -> j carries W[j, i] * f_j / f_i and node j the bias b_j * f_j.
-Only ``HIDDEN`` neurons all of whose outgoing edges are Linear/Conv edges are
-transformed (max pooling also rules out sign flips): elsewhere the group does
-not act, so those neurons keep factor 1.
+Only ``HIDDEN`` neurons all of whose edges (in and out) are Linear/Conv edges
+are transformed (max pooling also rules out sign flips): elsewhere (a
+BatchNorm, Flatten, residual sum or attention next to the neuron) the group
+does not act, so those neurons keep factor 1.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ _ACT0 = NODE_COL["act_identity"]
 
 
 def _eligible(x: Tensor, edge_index: Tensor, edge_type: Tensor, node_type: Tensor, acts, no_max_pool: bool) -> Tensor:
-    dense = (edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.CONV)
-    other_out = scatter((~dense).to(x.dtype), edge_index[0], 0, x.size(0), "sum") > 0
-    ok = (node_type == NodeType.HIDDEN) & ~other_out
+    other = (~((edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.CONV))).to(x.dtype)
+    # the group acts on a neuron only if every edge into and out of it is a Linear/Conv weight
+    touched = scatter(other, edge_index[0], 0, x.size(0), "sum") + scatter(other, edge_index[1], 0, x.size(0), "sum")
+    ok = (node_type == NodeType.HIDDEN) & (touched == 0)
     ok = ok & (sum(x[:, _ACT0 + int(a)] for a in acts) > 0)
     if no_max_pool:
         ok = ok & (x[:, NODE_COL["pool_max"]] == 0)

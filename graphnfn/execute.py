@@ -54,15 +54,16 @@ def run_graph(inputs: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, 
         [N, P]. Graphs with conv or flatten edges are refused: their inputs are
         images, not vectors.
     """
-    dense = (edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.NORM)
-    torch._assert_async(dense.all(), "run_graph needs graphs of Linear/BatchNorm layers (MLPs, INRs)")
+    src, dst = edge_index
+    batch_norm = (edge_type == EdgeType.NORM) & (node_type[dst] == NodeType.NORM)  # not LayerNorm
+    torch._assert_async(((edge_type == EdgeType.LINEAR) | batch_norm).all(),
+                        "run_graph needs graphs of Linear/BatchNorm layers (MLPs, INRs)")
     is_input = (node_type == NodeType.INPUT).unsqueeze(1)
     pos = x[:, NODE_COL["position"]].long()
     torch._assert_async((~is_input.squeeze(1) | (pos < inputs.size(1))).all(),
                         "run_graph: a graph has more input neurons than the inputs have columns")
     # masks, not boolean indexing: no host-device sync
     h = torch.where(is_input, inputs.T[pos.clamp(0, inputs.size(1) - 1)], 0)
-    src, dst = edge_index
     is_norm = (edge_type == EdgeType.NORM).unsqueeze(1)
     mean = x[dst, NODE_COL["running_mean"]].unsqueeze(1)
     std = torch.sqrt(x[dst, NODE_COL["running_var"]].unsqueeze(1) + 1e-5)

@@ -15,8 +15,10 @@ from .execute import run_graph
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 #: Scalar node columns (everything but position and the activation one-hot).
-NODE_SCALARS = ("bias", "running_mean", "running_var", "act_param", "pool_max", "pool_avg")
+NODE_SCALARS = ("bias", "running_mean", "running_var", "act_param", "pool_max", "pool_avg", "causal", "read_token")
 _ACT0 = NODE_COL["act_identity"]
+#: Node types whose ``position`` tells them apart (everything else is interchangeable).
+POSITIONED = (NodeType.INPUT, NodeType.OUTPUT, NodeType.FLATTEN, NodeType.POSITION, NodeType.CLASS_TOKEN)
 
 
 class FourierFeatures(nn.Module):
@@ -69,7 +71,8 @@ class NodeEncoder(nn.Module):
 
     Sum of: a linear map of the scalar columns (Fourier-expanded if
     ``fourier > 0``) and the activation one-hot; a node-type embedding; learned
-    position embeddings for input, output and flatten nodes (``positional``);
+    position embeddings for input, output, flatten, positional-embedding and
+    class-token nodes (``positional``, a table per node type);
     a layer-depth embedding (``layer_embedding``); a linear map of probe
     activations (``probe``).
     """
@@ -83,8 +86,7 @@ class NodeEncoder(nn.Module):
         self.scalars = nn.Linear(len(self.scalar_cols) * self.fourier.expansion + len(Activation), d)
         self.node_type = nn.Embedding(len(NodeType), d)
         self.max_positions = max_positions
-        self.positions = nn.ModuleDict({t.name: nn.Embedding(max_positions, d) for t in
-                                        (NodeType.INPUT, NodeType.OUTPUT, NodeType.FLATTEN)}) if positional else None
+        self.positions = nn.ModuleDict({t.name: nn.Embedding(max_positions, d) for t in POSITIONED}) if positional else None
         self.layer = nn.Embedding(max_layers, d) if layer_embedding else None
         self.probe = probe
         self.probe_proj = nn.Linear(probe.n_probes, d) if probe is not None else None

@@ -29,6 +29,14 @@ class NodeType(IntEnum):
     OUTPUT = 2
     NORM = 3  # one node per normalised feature/channel (BatchNorm)
     FLATTEN = 4  # one node per (channel, spatial position) after Flatten
+    LAYER_NORM = 5  # one node per feature of a LayerNorm (normalises across its layer)
+    RESIDUAL = 6  # residual-stream node: the sum of its RESIDUAL (and embedding) in-edges
+    QUERY = 7  # one per (head, dim) of the attention queries
+    KEY = 8  # one per (head, dim) of the keys
+    VALUE = 9  # one per (head, dim) of the values, mixed over tokens by their head
+    HEAD = 10  # one per attention head: the softmax attention pattern of that head
+    POSITION = 11  # one per position of a learned positional embedding (``position`` = index)
+    CLASS_TOKEN = 12  # one per learned token prepended to the sequence (``position`` = index)
 
 
 class EdgeType(IntEnum):
@@ -36,8 +44,18 @@ class EdgeType(IntEnum):
 
     LINEAR = 0  # W[j, i] of nn.Linear
     CONV = 1  # kernel W[j, i] of nn.Conv1d / nn.Conv2d
-    NORM = 2  # diagonal scale (BatchNorm weight) from a channel to its norm node
+    NORM = 2  # diagonal scale (BatchNorm / LayerNorm weight) from a feature to its norm node
     FLATTEN = 3  # identity from channel c to its (c, p) flatten node
+    RESIDUAL = 4  # identity (weight 1) from an operand of a sum into the sum's node
+    ATTN_Q = 5  # W_q[r, i]: residual-stream feature i -> query node r
+    ATTN_K = 6  # W_k[r, i]
+    ATTN_V = 7  # W_v[r, i]
+    ATTN_O = 8  # W_o[j, r]: value node r -> output feature j
+    QK_PAIR = 9  # query (h, d) -> key (h, d): the bilinear form; weight = the logit scale
+    HEAD = 10  # query/key of head h -> head node h, head node h -> value of head h (weight 1)
+    EMBED = 11  # nn.Embedding weight[v, d]: token v -> feature d
+    POS_EMBED = 12  # positional embedding P[t, d]: position node t -> feature d
+    CLASS_TOKEN = 13  # class token c[k, d]: class-token node k -> feature d
 
 
 class Activation(IntEnum):
@@ -60,9 +78,13 @@ class Activation(IntEnum):
 
 
 #: Node feature columns, in order. ``position`` is the neuron's index for input
-#: and output neurons and the spatial position for flatten nodes, -1 where the
-#: node is interchangeable. ``pool_max``/``pool_avg`` give the pooling window
-#: size (product of kernel dims, -1 for global pooling) applied after the node.
+#: and output neurons, the spatial position for flatten nodes and the index of
+#: position and class-token nodes, -1 where the node is interchangeable.
+#: ``pool_max``/``pool_avg`` give the pooling window size (product of kernel
+#: dims, -1 for global pooling, also over tokens) applied after the node.
+#: ``causal`` is 1 on the head nodes of causally masked attention;
+#: ``read_token`` is the token index k read after the node (``x[:, k]``, the
+#: class-token readout), -1 where every token flows on.
 NODE_FEATURES: tuple[str, ...] = (
     "bias",
     "running_mean",
@@ -71,7 +93,10 @@ NODE_FEATURES: tuple[str, ...] = (
     "act_param",
     "pool_max",
     "pool_avg",
-) + tuple(f"act_{a.name.lower()}" for a in Activation)
+) + tuple(f"act_{a.name.lower()}" for a in Activation) + (
+    "causal",
+    "read_token",
+)
 
 #: Edge feature columns before the kernel values. Linear, norm and flatten edges
 #: have a 1x1 "kernel"; ``padding`` is -1 for ``padding="same"``;
@@ -100,21 +125,23 @@ WEIGHT_COL = len(EDGE_META)
 class ParamEntry:
     """Where one state_dict entry lives in the graph.
 
-    kind ``"edge"``: the kernel columns of the edges whose ``edge_group`` is
-    ``group``, indexed by the ``neuron`` of their target (dim 0) and source
-    (dim 1); a 1-D entry (a diagonal scale) is indexed by the target alone.
+    kind ``"edge"``: the first ``kernel`` kernel columns of the edges whose
+    ``edge_group`` is ``group``, each at row ``edge_slot`` of the tensor viewed
+    as [numel / kernel, kernel].
     kind ``"node"``: column ``column`` of the nodes whose ``node_group`` is
-    ``group``, indexed by ``neuron``. kind ``"const"``: ``value`` itself (an
-    integer buffer such as ``num_batches_tracked``).
+    ``group`` (or one of the groups, for a packed q/k/v bias), indexed by
+    ``neuron``. kind ``"const"``: ``value`` itself, a tensor kept as it is (an
+    integer buffer such as ``num_batches_tracked``, an attention mask).
     """
 
     key: str
     kind: str
     shape: tuple[int, ...]
     dtype: torch.dtype
-    group: int = -1
+    group: int | tuple[int, ...] = -1
     column: int = -1
     value: Any = None
+    kernel: int = 1
 
 
 @dataclass(frozen=True, repr=False)
@@ -139,11 +166,14 @@ class NeuralGraph(Data):
         edge_attr  [E, WEIGHT_COL + K]      edge meta and kernel values (K = widest kernel)
         node_type  [N] long                 :class:`NodeType`
         edge_type  [E] long                 :class:`EdgeType`
-        layer      [N] long                 depth of the node's layer, 0 for inputs
+        layer      [N] long                 depth: longest path from an input (QK_PAIR edges,
+                                            which join q and k of one depth, excepted); 0 for inputs
     Bookkeeping for :func:`converters.from_graph` (not features):
         neuron     [N] long   index of the neuron in its parameter tensors
         node_group [N] long   index into ``spec.node_groups``
         edge_group [E] long   index into ``spec.edge_groups``, -1 for parameter-free edges
+        edge_slot  [E] long   row of the edge's value in its parameter viewed as
+                              [numel / kernel size, kernel size], -1 for parameter-free edges
         spec       :class:`GraphSpec`
     """
 
@@ -159,21 +189,22 @@ class NeuralGraph(Data):
 
     def summary(self) -> str:
         """A human-readable table: nodes, edges and feature sizes per layer."""
+        width = max([24] + [len(name) + 2 for name in self.spec.node_groups])
         lines = [
             f"NeuralGraph: {self.num_nodes} nodes, {self.num_edges} edges, "
             f"node features {self.x.size(1)}, edge features {self.edge_attr.size(1)} "
             f"({WEIGHT_COL} meta + {self.kernel_width} kernel), dtype {self.x.dtype}",
-            f"{'layer':>5}  {'module':<24}{'node type':<10}{'nodes':>7}{'in-edges':>10}",
+            f"{'layer':>5}  {'module':<{width}}{'node type':<12}{'nodes':>7}{'in-edges':>10}",
         ]
-        in_layer = self.layer[self.edge_index[1]]
+        in_edges = torch.bincount(self.node_group[self.edge_index[1]], minlength=len(self.spec.node_groups))
         for group, name in enumerate(self.spec.node_groups):
             mask = self.node_group == group
             if not bool(mask.any()):
                 continue
             depth = int(self.layer[mask][0])
             ntype = NodeType(int(self.node_type[mask][0])).name.lower()
-            edges = int((in_layer == depth).sum())
-            lines.append(f"{depth:>5}  {name:<24}{ntype:<10}{int(mask.sum()):>7}{edges:>10}")
+            edges = int(in_edges[group])
+            lines.append(f"{depth:>5}  {name:<{width}}{ntype:<12}{int(mask.sum()):>7}{edges:>10}")
         return "\n".join(lines)
 
     def to_networkx(self):

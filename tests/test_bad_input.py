@@ -109,13 +109,15 @@ def test_nonfinite_weights_are_an_error_unless_allowed(bad):
     assert converters.from_graph(g)["fc2.bias"][1].item() != 0
 
 
-class Residual(nn.Module):
+class Gated(nn.Module):
+    """A product of two computed values (gating): residual sums convert, this does not."""
+
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(4, 4)
+        self.fc = nn.Linear(3, 3)
 
     def forward(self, x):
-        return x + self.fc(x)
+        return x * torch.sigmoid(self.fc(x))
 
 
 class FunctionalWeight(nn.Module):
@@ -133,7 +135,7 @@ class FunctionalWeight(nn.Module):
     (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU()), "groups"),
     (nn.Sequential(nn.Conv3d(2, 4, 3)), "Conv3d"),
     (nn.Sequential(nn.Linear(3, 3), nn.Unflatten(1, (3, 1))), "Unflatten"),
-    (nn.Sequential(nn.Linear(3, 3), Residual()), r"fx node 'add'.*test_bad_input\.py"),
+    (nn.Sequential(nn.Linear(3, 3), Gated()), r"fx node 'mul'.*test_bad_input\.py"),
     (FunctionalWeight(), "fx node"),
     (nn.Sequential(nn.ReLU()), "Linear, Conv or BatchNorm"),
     (nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Tanh(), nn.Linear(3, 1)), "two activations"),

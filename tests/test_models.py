@@ -12,6 +12,8 @@ import converters
 import graphnfn
 from graphnfn.features import ProbeFeatures
 from graphnfn.models import GraphNFN, apply_edge_delta
+from test_transformer import vit_moves, vits
+from test_transformer_tools import group_node_map, permuted
 from nets import assert_bitwise_equal, cnns, induced_edge_map, induced_node_map, mlps, permute_hidden, randomize_norms
 
 BACKBONES = ["pna", "transformer"]
@@ -200,3 +202,19 @@ def test_edit_is_equivariant_and_differentiable():
     assert all(p.grad is not None for p in [*net.head.parameters(), *net.bias_head.parameters()])
     with pytest.raises(ValueError, match="readout='edge'"):
         model_for("pna", "graph").edit(g1)
+
+
+@settings(max_examples=4)
+@given(st.data())
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("kind", ["heads", "qk", "vo", "mlp"])
+def test_transformer_graph_symmetries(backbone, kind, data):
+    """Head permutations, joint q/k and v/o dims inside a head, MLP neurons of a ViT."""
+    model = data.draw(vits()).double().eval()
+    moves, perms = vit_moves(model, kind, torch.Generator().manual_seed(data.draw(st.integers(0, 2**16))))
+    g1, g2 = converters.to_graph(model), converters.to_graph(permuted(model, moves))
+    nodes = group_node_map(g1, g2, perms)
+    for readout in ("graph", "node"):
+        net = model_for(backbone, readout)
+        out1, out2 = net(g1), net(g2)
+        torch.testing.assert_close(out2 if readout == "graph" else out2[nodes], out1, rtol=1e-9, atol=1e-9)
