@@ -1,0 +1,124 @@
+"""One zoo split, two views: neuron graphs and weight spaces, on the same examples.
+
+``GraphZooDataset(source, split)[j]`` is entry ``indices[j]`` as a
+:class:`graphnfn.NeuralGraph` (``converters.to_graph``) with its target in
+``g.y`` ([1] for a scalar target, [1, *shape] for a tensor target) and its
+position in the source in ``g.zoo_entry``;
+``WeightSpaceZooDataset(source, split)[j]`` is the same entry as
+``(WeightSpace with batch 1, target)`` (``converters.to_weight_space``; for
+ViTs an ``AttentionWeightSpace`` from ``converters.to_attention_weight_space``).
+:func:`graph_loader` batches graphs with :func:`graphnfn.collate` (any mix of
+architectures); :func:`weight_space_loader` stacks weight spaces with
+:func:`graphnfn.paramshare.concat` ([B, 1, ...] tensors) and targets to [B, ...].
+Both apply the same optional :class:`~graphnfn.zoo.augment.WeightAugment`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+import converters
+from graphnfn.graph import NeuralGraph, collate
+from graphnfn.paramshare import AttentionWeightSpace, WeightSpace, concat
+
+from .augment import WeightAugment
+from .editing import edit_images
+from .source import Zoo, ZooSource, record_value
+
+Target = str | Callable[[dict], object]
+
+
+class _ZooItems(Dataset):
+    """Entries of a source chosen by split (or explicit indices), as modules holding their (augmented) weights."""
+
+    def __init__(self, source: ZooSource, split: str | None = None, indices: Sequence[int] | None = None,
+                 target: Target = "label", augment: WeightAugment | None = None):
+        self.source = source
+        self.indices = list(indices) if indices is not None else source.indices(split)
+        if not self.indices:
+            raise ValueError(f"zoo has no entries in split {split!r}")
+        self.target = target
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _target(self, i: int) -> Tensor:
+        record = self.source.records[i]
+        value = self.target(record) if callable(self.target) else record_value(record, self.target)
+        return torch.as_tensor(value)
+
+    def _module(self, i: int) -> nn.Module:
+        # a fresh module per item: converters may hand out views of its parameters
+        return self.source.module(i, self.augment)
+
+
+class GraphZooDataset(_ZooItems):
+    def __getitem__(self, j: int) -> NeuralGraph:
+        i = self.indices[j]
+        g = converters.to_graph(self._module(i))
+        g.y = self._target(i).unsqueeze(0)
+        g.zoo_entry = torch.tensor([i])  # position in the source (not named *index*: PyG would offset it)
+        return g
+
+
+class WeightSpaceZooDataset(_ZooItems):
+    def __getitem__(self, j: int) -> tuple[WeightSpace | AttentionWeightSpace, Tensor]:
+        i = self.indices[j]
+        module = self._module(i)
+        if self.source.records[i]["arch"]["name"] == "vit":
+            return converters.to_attention_weight_space(module), self._target(i)
+        return converters.to_weight_space(module), self._target(i)
+
+
+def collate_weight_spaces(items: Sequence[tuple[WeightSpace | AttentionWeightSpace, Tensor]]):
+    """[(space with batch 1, target)] -> (space with batch B, targets [B, ...]); spaces are
+    :class:`WeightSpace` s (MLP/CNN) or :class:`AttentionWeightSpace` s (transformers)."""
+    spaces, targets = zip(*items)
+    if isinstance(spaces[0], WeightSpace):
+        return concat(spaces, 0), torch.stack(targets)
+    fields = (tuple(torch.cat(per_block, 0) for per_block in zip(*field)) for field in zip(*spaces))
+    return type(spaces[0])(*fields), torch.stack(targets)
+
+
+def graph_loader(source: ZooSource, split: str | None = None, batch_size: int = 32, shuffle: bool = False,
+                 **kwargs) -> DataLoader:
+    """A DataLoader of :class:`torch_geometric.data.Batch` es (``batch.y`` [B, ...]).
+    ``kwargs``: ``indices``, ``target``, ``augment`` (see :class:`GraphZooDataset`), or DataLoader options."""
+    ds_kw = {k: kwargs.pop(k) for k in ("indices", "target", "augment") if k in kwargs}
+    return DataLoader(GraphZooDataset(source, split, **ds_kw), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=collate, **kwargs)
+
+
+def weight_space_loader(source: ZooSource, split: str | None = None, batch_size: int = 32, shuffle: bool = False,
+                        **kwargs) -> DataLoader:
+    """A DataLoader of ``(WeightSpace [B, 1, ...], targets [B, ...])``; arguments as :func:`graph_loader`."""
+    ds_kw = {k: kwargs.pop(k) for k in ("indices", "target", "augment") if k in kwargs}
+    return DataLoader(WeightSpaceZooDataset(source, split, **ds_kw), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=collate_weight_spaces, **kwargs)
+
+
+def editing_target(zoo: Zoo, edit: str, data_dir: str | None = None) -> Callable[[dict], Tensor]:
+    """A ``target`` for the loaders: the edited source image of a SIREN zoo entry,
+    [1, R, R] in [0, 1] at the zoo's resolution (computed once, on first use)."""
+    from graphnfn.datasets import load_dataset
+
+    if zoo.config.get("kind") != "siren":
+        raise ValueError(f"{zoo.root}: editing targets need a SIREN zoo, this is a {zoo.config.get('kind')!r} zoo")
+    cache: dict[str, Tensor] = {}
+
+    def target(record: dict) -> Tensor:
+        if "images" not in cache:
+            data = load_dataset(zoo.config["dataset"], data_dir)
+            res = zoo.config["hparams"]["resolution"]
+            images = data.images
+            if images.size(-1) != res:
+                images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=True)
+            cache["images"] = edit_images(images, edit)
+        return cache["images"][record["image"]]
+
+    return target

@@ -1,0 +1,147 @@
+"""Loaders (graph and weight-space views of one split), weight augmentations, editing targets."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import converters
+from graphnfn.zoo import (
+    WeightAugment, Zoo, editing_target, edit_images, graph_loader, make_cnn, make_siren, make_siren_zoo, make_vit,
+    weight_space_loader,
+)
+from graphnfn.zoo.augment import chain_layers
+from graphnfn.zoo.siren import SirenFit
+from test_zoo_common import one_thread  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo") / "siren"
+    return Zoo(make_siren_zoo(out, limit=24, shard_size=8, fit=SirenFit(steps=10), device="cpu", progress=False))
+
+
+def test_graph_and_weight_space_views_serve_the_same_examples(zoo):
+    graphs = list(graph_loader(zoo, "train", batch_size=5))
+    spaces = list(weight_space_loader(zoo, "train", batch_size=5))
+    train = zoo.indices("train")
+    assert sum(b.num_graphs for b in graphs) == len(train) == sum(ws.batch_size for ws, _ in spaces)
+    labels = torch.tensor([zoo.records[i]["label"] for i in train])
+    assert torch.equal(torch.cat([b.y for b in graphs]), labels)
+    assert torch.equal(torch.cat([y for _, y in spaces]), labels)
+    position = 0
+    for batch, (ws, _) in zip(graphs, spaces):
+        for b, sd in enumerate(converters.from_graph(batch)):
+            i = train[position + b]
+            assert int(batch.zoo_entry[b]) == i
+            assert all(torch.equal(sd[k], v) for k, v in zoo.state_dict(i).items())
+            assert torch.equal(ws.weights[1][b, 0], zoo.state_dict(i)["2.weight"])
+            assert torch.equal(ws.biases[2][b, 0], zoo.state_dict(i)["4.bias"])
+        position += batch.num_graphs
+
+
+def test_targets_by_key_and_callable(zoo):
+    ws, y = next(iter(weight_space_loader(zoo, "test", batch_size=3, target="metrics.psnr")))
+    assert y.dtype == torch.float32 and y.shape == (3,)
+    batch = next(iter(graph_loader(zoo, indices=[0, 1], target=lambda r: torch.full((2,), float(r["id"])))))
+    assert batch.y.tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match="no entries in split 'nope'"):
+        graph_loader(zoo, "nope")
+
+
+def siren64():
+    torch.manual_seed(0)
+    return make_siren().double()
+
+
+def cnn64(activation):
+    torch.manual_seed(0)
+    return make_cnn(activation=activation).double().eval()
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), which=st.sampled_from(["siren", "cnn-tanh", "cnn-relu"]))
+def test_symmetry_augmentations_keep_the_function(seed, which):
+    model = siren64() if which == "siren" else cnn64(which.split("-")[1])
+    x = torch.rand(7, 2, dtype=torch.float64) * 2 - 1 if which == "siren" else torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    augment = WeightAugment(permute=True, sign_flip=True)
+    state = augment(model, model.state_dict(), torch.Generator().manual_seed(seed))
+    moved = sum(not torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert moved > 0
+    other = siren64() if which == "siren" else cnn64(which.split("-")[1])
+    other.load_state_dict(state)
+    torch.testing.assert_close(other(x), model(x), rtol=0, atol=1e-9)
+
+
+def test_sign_flips_only_where_the_activation_is_odd():
+    assert [odd for _, odd in chain_layers(make_siren())] == [True, True, False]
+    assert [odd for _, odd in chain_layers(make_cnn(activation="relu"))] == [False] * 4
+    model = cnn64("relu")
+    state = WeightAugment(sign_flip=True)(model, model.state_dict(), torch.Generator().manual_seed(0))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # a broken "symmetry": flipping signs through ReLU changes the function (the test above would catch it)
+    flipped = cnn64("relu")
+    with torch.no_grad():
+        flipped[0].weight.neg_(), flipped[0].bias.neg_(), flipped[3].weight.neg_()
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert not torch.allclose(flipped(x), model(x))
+
+
+def test_noise_and_dropout():
+    model = siren64()
+    sd = model.state_dict()
+    noisy = WeightAugment(noise=0.1)(model, sd, torch.Generator().manual_seed(0))
+    rel = (noisy["2.weight"] - sd["2.weight"]).std() / sd["2.weight"].std()
+    assert 0.08 < float(rel) < 0.12
+    assert torch.equal(noisy["4.bias"], sd["4.bias"])  # a single value has no spread to scale noise by
+    dropped = WeightAugment(dropout=0.25)(model, sd, torch.Generator().manual_seed(0))
+    zero = float((dropped["2.weight"] == 0).double().mean())
+    assert 0.18 < zero < 0.32
+    kept = dropped["2.weight"] != 0
+    torch.testing.assert_close(dropped["2.weight"][kept], sd["2.weight"][kept] / 0.75)
+
+
+def test_augmented_loaders(zoo):
+    plain = next(iter(weight_space_loader(zoo, "train", batch_size=4)))[0]
+    torch.manual_seed(0)
+    augmented = next(iter(weight_space_loader(zoo, "train", batch_size=4, augment=WeightAugment(permute=True))))[0]
+    assert not torch.equal(plain.weights[1], augmented.weights[1])
+    # a permutation moves whole rows: the multiset of first-layer rows is unchanged
+    a = plain.weights[0][0, 0].sort(0).values
+    b = augmented.weights[0][0, 0].sort(0).values
+    assert torch.equal(a, b)
+
+
+def test_attention_models_are_refused():
+    with pytest.raises(TypeError, match="chains of Linear/Conv.*LayerNorm"):
+        WeightAugment(permute=True)(make_vit(8), make_vit(8).state_dict())
+
+
+def brute(image, k, before, reduce):
+    h, w = image.shape
+    out = torch.empty_like(image)
+    for i in range(h):
+        for j in range(w):
+            window = image[max(0, i - before):i - before + k, max(0, j - before):j - before + k]
+            out[i, j] = reduce(window)
+    return out
+
+
+def test_editing_targets():
+    image = torch.rand(1, 1, 7, 9, generator=torch.Generator().manual_seed(0))
+    dil = brute(image[0, 0], 3, 1, torch.max)
+    ero = brute(image[0, 0], 2, 1, torch.min)
+    assert torch.equal(edit_images(image, "dilate")[0, 0], dil)
+    assert torch.equal(edit_images(image, "erode")[0, 0], ero)
+    assert torch.equal(edit_images(image[0], "gradient")[0], brute(image[0, 0], 2, 1, torch.max) - ero)
+    stretched = edit_images(image, "contrast")
+    assert float(stretched.std()) > float(image.std()) and float(stretched.min()) >= 0 and float(stretched.max()) <= 1
+    with pytest.raises(ValueError, match="unknown edit 'blur'"):
+        edit_images(image, "blur")
+
+
+def test_editing_targets_in_a_loader(zoo):
+    from graphnfn.datasets import load_digits
+
+    batch = next(iter(graph_loader(zoo, "val", batch_size=2, target=editing_target(zoo, "dilate"))))
+    first = zoo.records[zoo.indices("val")[0]]
+    expected = edit_images(load_digits().images[first["image"]], "dilate")
+    assert batch.y.shape == (2, 1, 8, 8) and torch.equal(batch.y[0], expected)
