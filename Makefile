@@ -14,14 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# The main job on the embedded digits data: both families on two tasks, one seed each.
+DEMO_MODELS := '["pna","transformer","nfn-hnp","nft","stat","flat-mlp"]'
 demo: $(STAMP)
-	$(BIN)/python -m converters
+	$(BIN)/python -m experiments.compare with task=cnn_generalization models=$(DEMO_MODELS) 'seeds=[0]'
+	$(BIN)/python -m experiments.compare with task=inr_classification models=$(DEMO_MODELS) 'seeds=[0]'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.conversion
+	$(BIN)/python -m benchmarks.graph_models
+	$(BIN)/python -m benchmarks.paramshare
+	$(BIN)/python -m benchmarks.zoo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis runs zoos

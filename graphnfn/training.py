@@ -163,3 +163,57 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
     return FitResult(best_epoch, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
                      seconds, peak, sum(p.numel() for p in model.parameters()), history,
                      {k: v.detach().cpu() for k, v in best_state.items()})
+
+
+class WeightScaler:
+    """Divide every weight and bias tensor by its root mean square over a training
+    set, so that models see inputs of unit scale (INR weights are ~1e-2).
+
+    One positive scalar per tensor commutes with every symmetry the models use
+    (permutations, sign flips, positive scalings). Weight spaces: one scale per
+    ``weights[l]`` / ``biases[l]``; neuron graphs: one per depth of the target
+    node (edges) or node (biases), which is per tensor for a zoo of one
+    architecture. ``scaler(batch)`` returns a scaled copy.
+    """
+
+    def __init__(self, batches: Iterable):
+        sums: dict[tuple[str, int], list[float]] = {}
+        for batch in batches:
+            inputs, _ = split_batch(batch)
+            for key, values in self._tensors(inputs):
+                acc = sums.setdefault(key, [0.0, 0])
+                acc[0] += float(values.double().square().sum())
+                acc[1] += values.numel()
+        self.scales = {k: math.sqrt(s / max(n, 1)) or 1.0 for k, (s, n) in sums.items()}
+
+    @staticmethod
+    def _tensors(inputs):
+        if isinstance(inputs, Batch):
+            from .graph import NODE_COL, WEIGHT_COL, NodeType
+
+            depth_e = inputs.layer[inputs.edge_index[1]]
+            has_bias = inputs.node_type != NodeType.INPUT
+            for d in torch.unique(inputs.layer).tolist():
+                yield ("w", d), inputs.edge_attr[depth_e == d, WEIGHT_COL:]
+                yield ("b", d), inputs.x[(inputs.layer == d) & has_bias, NODE_COL["bias"]]
+        else:
+            for i, w in enumerate(inputs.weights):
+                yield ("w", i), w
+            for i, b in enumerate(inputs.biases):
+                yield ("b", i), b
+
+    def __call__(self, batch):
+        inputs, y = split_batch(batch)
+        if isinstance(inputs, Batch):
+            from .graph import NODE_COL, WEIGHT_COL
+
+            out = inputs.clone()
+            depth = int(out.layer.max()) + 1
+            w = torch.tensor([self.scales.get(("w", d), 1.0) for d in range(depth)], dtype=out.edge_attr.dtype)
+            b = torch.tensor([self.scales.get(("b", d), 1.0) for d in range(depth)], dtype=out.x.dtype)
+            out.edge_attr[:, WEIGHT_COL:] /= w[out.layer[out.edge_index[1]]].unsqueeze(1)
+            out.x[:, NODE_COL["bias"]] /= b[out.layer]
+            return out
+        scaled = type(inputs)(tuple(t / self.scales.get(("w", i), 1.0) for i, t in enumerate(inputs.weights)),
+                              tuple(t / self.scales.get(("b", i), 1.0) for i, t in enumerate(inputs.biases)))
+        return scaled, y

@@ -102,3 +102,14 @@ def test_fitting_reaches_a_good_psnr():
 def test_fit_targets_checks_channels():
     with pytest.raises(ValueError, match="grey images"):
         fit_targets(torch.zeros(2, 3, 4, 4), None)
+
+
+def test_shared_permuted_init_is_the_shared_init_reordered():
+    from graphnfn.zoo.siren import coordinate_grid, init_sirens, permute_hidden, siren_forward
+
+    shared = init_sirens([7, 7, 7], w0=30.0)
+    shuffled = permute_hidden(shared, [1, 2, 3])
+    grid = coordinate_grid(5)
+    torch.testing.assert_close(siren_forward(shuffled, grid, 30.0), siren_forward(shared, grid, 30.0))
+    assert not torch.equal(shuffled[0][0], shuffled[0][1])  # each INR its own neuron order
+    assert torch.equal(shuffled[0][0].sort(0).values, shared[0][0].sort(0).values)

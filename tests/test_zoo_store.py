@@ -112,7 +112,7 @@ def cli(out, *extra):
 def test_kill_9_then_rerun_resumes_without_loss_or_duplicates(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed"
-    args = cli(out, "--shard-size", "3")
+    args = cli(out, "--shard-size", "3", "--init", "independent")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list((out / "shards").glob("*.safetensors"))) < 3 and time.time() < deadline and proc.poll() is None:

@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     # SIREN options left out take the data set's default (makers.SIREN_DEFAULTS)
     s = sub.add_parser("siren", help="one SIREN (2-32-32-1, sine) per image", argument_default=argparse.SUPPRESS)
     _common(s)
-    s.add_argument("--init", choices=INITS, help="independent: own random init per INR; shared: one seeded init for all")
+    s.add_argument("--init", choices=INITS, help="independent: own random init per INR; shared: one seeded init for all; "
+                   "shared-permuted: the shared init with each INR's hidden neurons in a random order")
     s.add_argument("--resolution", type=int, help="fit images resized to R x R")
     s.add_argument("--per-image", type=int, help="K INRs per image (different seeds; splits stay by image)")
     s.add_argument("--steps", type=int, help="maximum Adam steps per INR")

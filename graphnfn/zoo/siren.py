@@ -64,6 +64,21 @@ def init_sirens(seeds: Sequence[int], widths: Sequence[int] = SIREN_WIDTHS, w0: 
     return [torch.stack(column).to(device) for column in zip(*per_inr)]
 
 
+def permute_hidden(params: Sequence[Tensor], seeds: Sequence[int]) -> list[Tensor]:
+    """SIRENs (tensors in :func:`siren_keys` order, batch first) with the hidden
+    neurons of each INR reordered by a permutation drawn from its seed: the same
+    functions, with an uninformative neuron order."""
+    weights, biases = list(params[0::2]), list(params[1::2])
+    for layer in range(len(weights) - 1):
+        n = weights[layer].size(1)
+        perm = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(int(s) + layer)) for s in seeds])
+        perm = perm.to(weights[layer].device)
+        weights[layer] = torch.take_along_dim(weights[layer], perm[:, :, None], 1)
+        biases[layer] = torch.take_along_dim(biases[layer], perm, 1)
+        weights[layer + 1] = torch.take_along_dim(weights[layer + 1], perm[:, None, :], 2)
+    return [t for pair in zip(weights, biases) for t in pair]
+
+
 def coordinate_grid(resolution: int, device: torch.device | str = "cpu") -> Tensor:
     """Pixel coordinates [R*R, 2] in [-1, 1], row-major, (row, column) order (as NFN's get_mgrid)."""
     axis = torch.linspace(-1.0, 1.0, resolution, device=device)

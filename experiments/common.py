@@ -1,0 +1,174 @@
+"""What every experiment shares: its default config, making (or reusing) the zoo,
+building a model of either family by name, the loaders, and one training run.
+
+The experiments are Sacred files (``python -m experiments.<task> with key=value``);
+:func:`run_task` is also what :mod:`experiments.compare` calls for each model
+and seed, so a comparison and a single run train in exactly the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sacred.observers import FileStorageObserver
+from torch import nn
+
+from graphnfn import paramshare
+from graphnfn.models import GraphNFN
+from graphnfn.features import ProbeFeatures
+from graphnfn.training import Task, WeightScaler, fit, resolve_device
+from graphnfn.zoo import WeightAugment, Zoo, graph_loader, weight_space_loader
+
+GRAPH_MODELS = ("pna", "transformer")
+PARAMSHARE_MODELS = ("nfn-np", "nfn-hnp", "nft", "monomial", "magep", "transformer-nfn", "stat", "flat-mlp")
+OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")
+
+
+def base_config() -> dict[str, Any]:
+    """Config keys shared by every task (each task adds and overrides its own)."""
+    return {
+        "seed": 0,                 # model initialisation and batch order (the zoo has its own seed)
+        "model": "pna",            # a graph model (pna, transformer) or a paramshare name (nfn-hnp, nft, ...)
+        "dataset": "digits",       # digits (embedded) or fashion-mnist (IDX files, see README)
+        "data_dir": None,          # where the data set's files are (default: its usual place)
+        "zoo": None,               # a zoo directory to use; default: made under zoo_root (one per zoo config)
+        "zoo_root": "zoos",
+        "quick": False,            # a small zoo and few epochs: about a minute on a CPU
+        "limit": None,             # use at most this many zoo entries per split
+        "epochs": 20,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "device": "auto",          # auto, cpu, cuda
+        "amp": False,              # bfloat16 autocast
+        "d_hidden": 32,            # graph models: width; paramshare: hidden channels
+        "n_layers": 3,
+        "heads": 4,
+        "fourier": 16,             # graph models: Fourier frequencies per scalar (0: raw)
+        "positional": True,
+        "layer_embedding": True,
+        "probe": False,            # graph models on MLP/INR zoos: probe features
+        "symmetry": None,          # graph models: None, "sign" or "scale" canonical forms
+        "augment": False,          # training-time hidden-neuron permutations
+        # how the default zoo is made (None: the maker's default, or the quick size)
+        "zoo_seed": 0,
+        "zoo_limit": None,         # entries in the zoo
+        "zoo_steps": None,         # SIREN fitting steps
+        "zoo_init": None,          # SIREN init: independent or shared
+        "zoo_resolution": None,    # SIREN: fit images resized to R x R
+        "zoo_per_image": None,     # SIREN: INRs per image
+        "zoo_networks": None,      # CNN / transformer zoos: networks
+        "zoo_epochs": None,        # CNN / transformer zoos: training epochs
+    }
+
+
+def add_default_observer(ex, root: str = "runs") -> None:
+    """FileStorageObserver under ``runs/`` unless the command line names an observer."""
+    if not any(arg in OBSERVER_FLAGS or arg.startswith(OBSERVER_FLAGS) for arg in sys.argv[1:]):
+        ex.observers.append(FileStorageObserver(os.environ.get("GRAPHNFN_RUNS", root)))
+
+
+def family(model: str) -> str:
+    if model in GRAPH_MODELS:
+        return "graph"
+    if model in PARAMSHARE_MODELS:
+        return "paramshare"
+    raise ValueError(f"unknown model {model!r}: choose a graph model {GRAPH_MODELS} or one of {PARAMSHARE_MODELS}")
+
+
+def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
+    """The zoo at cfg['zoo'] if given; else the default zoo for ``kind`` and the
+    maker ``options`` under zoos/ (one directory per distinct set of options),
+    made by ``make(path)``: the makers resume, so a finished zoo is reused as it
+    is and an interrupted one is completed."""
+    if cfg["zoo"] is not None:
+        if not Path(cfg["zoo"]).is_dir():
+            raise FileNotFoundError(f"zoo directory {cfg['zoo']!r} does not exist")
+        return Zoo(cfg["zoo"])
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    path = Path(cfg["zoo_root"]) / f"{kind}-{cfg['dataset']}-{digest}"
+    make(path)
+    return Zoo(path)
+
+
+def build_model(cfg: dict, sample, d_out: int, readout: str, probe_inputs: torch.Tensor | None = None) -> nn.Module:
+    """The model named by cfg['model'] for inputs like ``sample`` (a graph or a WeightSpace)."""
+    if family(cfg["model"]) == "graph":
+        probe = ProbeFeatures(probes=probe_inputs) if cfg["probe"] else None
+        graph_readout = {"invariant": "graph", "equivariant": "edge"}[readout]
+        return GraphNFN(d_out, backbone=cfg["model"], readout=graph_readout, d_hidden=cfg["d_hidden"],
+                        n_layers=cfg["n_layers"], heads=cfg["heads"], fourier=cfg["fourier"],
+                        positional=cfg["positional"], layer_embedding=cfg["layer_embedding"], probe=probe,
+                        symmetry=cfg["symmetry"])
+    return paramshare.build(cfg["model"], sample.spec, d_out, readout, hidden=cfg["d_hidden"])
+
+
+def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) -> dict[str, list]:
+    """Train/val/test batches of the model's family over the zoo records that
+    satisfy ``where``, materialised once (conversion is not repeated every epoch;
+    with ``augment`` the train split is re-drawn, re-permuted, every epoch).
+    ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`)."""
+    loader = graph_loader if family(cfg["model"]) == "graph" else weight_space_loader
+    out = {}
+    for split in ("train", "val", "test"):
+        indices = zoo.indices(split, where)[: cfg["limit"]]
+        augment = WeightAugment(permute=True) if cfg["augment"] and split == "train" else None
+        batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
+                         augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
+        out[split] = batches if augment is not None else list(batches)
+    if scale:  # inputs of unit scale, from the train split's statistics
+        scaler = WeightScaler(out["train"])
+        out = {split: [scaler(b) for b in batches] if isinstance(batches, list) else _Mapped(batches, scaler)
+               for split, batches in out.items()}
+    return out
+
+
+class _Mapped:
+    """An iterable that applies ``fn`` to every batch of ``batches``, anew each epoch."""
+
+    def __init__(self, batches, fn):
+        self.batches, self.fn = batches, fn
+
+    def __iter__(self):
+        return (self.fn(b) for b in self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module, _run=None) -> dict[str, Any]:
+    """Train ``model`` on the loaders; log every epoch to the Sacred run, save the
+    best checkpoint as an artifact, return the summary the tables are made from."""
+    torch.manual_seed(cfg["seed"])
+    log = _run.log_scalar if _run is not None else None
+    start = time.perf_counter()
+    result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, epochs=cfg["epochs"], lr=cfg["lr"],
+                 weight_decay=cfg["weight_decay"], device=cfg["device"], amp=cfg["amp"], log=log)
+    summary = {
+        "model": cfg["model"], "seed": cfg["seed"], "task": task.name, "metric": task.main,
+        "test": result.test, "val": result.val, "best_epoch": result.best_epoch, "parameters": result.parameters,
+        "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - start,
+        "peak_memory_mib": result.peak_memory_mib, "device": str(resolve_device(cfg["device"])),
+        "history": result.history,
+    }
+    if _run is not None:
+        path = Path(f"/tmp/graphnfn-{_run._id or 'run'}-{cfg['model']}-{cfg['seed']}.pt")
+        torch.save(result.state_dict, path)
+        _run.add_artifact(str(path), f"best-{cfg['model']}-seed{cfg['seed']}.pt")
+        path.unlink()
+        for k, v in result.test.items():
+            _run.log_scalar(f"test_{k}", v)
+    return summary
+
+
+def record(_run, summary: dict[str, Any]) -> float:
+    """Keep the whole summary in the run's info (JSON in every observer) and return
+    the task metric: Sacred's result, which its SQL observer stores as a number."""
+    _run.info["summary"] = summary
+    return summary["test"][summary["metric"]]

@@ -1,0 +1,131 @@
+"""The four tasks: which zoo each needs, what it predicts, how it is scored.
+
+A :class:`TaskDef` is all that differs between the experiments; each Sacred file
+(and :mod:`experiments.compare`) runs one through :func:`run`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphnfn.execute import run_graph
+from graphnfn.graph import NodeType
+from graphnfn.paramshare import WeightSpace
+from graphnfn.training import Task, classification_task, regression_task
+from graphnfn.zoo import SirenFit, Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo
+from graphnfn.zoo.makers import SIREN_DEFAULTS
+from graphnfn.zoo.siren import siren_forward
+
+from .common import build_model, ensure_zoo, make_loaders, run_task
+
+# Zoo sizes of the default (CPU, minutes) and quick (tests, demo smoke runs) configs,
+# by config key; an explicit zoo_* value wins.
+SIREN_QUICK = {"zoo_limit": 300, "zoo_steps": 200}
+CLASSIFIER_DEFAULT = {"zoo_networks": 300, "zoo_epochs": 8}
+CLASSIFIER_QUICK = {"zoo_networks": 40, "zoo_epochs": 3}
+
+
+def _zoo_options(cfg: dict, defaults: dict, names: dict[str, str]) -> dict:
+    """Maker keyword arguments from the zoo_* config keys that are set."""
+    values = {**defaults, **{k: v for k, v in cfg.items() if k.startswith("zoo_") and v is not None}}
+    return {arg: values[key] for key, arg in names.items() if values.get(key) is not None}
+
+
+def _siren_zoo(cfg: dict) -> Zoo:
+    """The data set's SIREN zoo recipe (graphnfn.zoo.makers.SIREN_DEFAULTS), the
+    quick size, then any zoo_* key that is set."""
+    recipe = dict(SIREN_DEFAULTS[cfg["dataset"]])
+    defaults = {"zoo_init": recipe["init"], "zoo_resolution": recipe["resolution"],
+                "zoo_per_image": recipe["per_image"], "zoo_steps": recipe["steps"],
+                **(SIREN_QUICK if cfg["quick"] else {})}
+    options = _zoo_options(cfg, defaults, {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_init": "init",
+                                           "zoo_resolution": "resolution", "zoo_per_image": "per_image",
+                                           "zoo_steps": "steps"})
+    fit = SirenFit(steps=options["steps"], lr=recipe["lr"], w0=recipe["w0"], target_psnr=recipe["target_psnr"])
+    kwargs = {k: v for k, v in options.items() if k != "steps"}
+    return ensure_zoo(cfg, "siren", options, lambda path: make_siren_zoo(
+        path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], fit=fit, device=cfg["device"], **kwargs))
+
+
+def _classifier_zoo(kind: str) -> Callable[[dict], Zoo]:
+    def make(cfg: dict) -> Zoo:
+        options = _zoo_options(cfg, CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT,
+                               {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_networks": "networks",
+                                "zoo_epochs": "epochs"})
+        return ensure_zoo(cfg, kind, options, lambda path: make_classifier_zoo(
+            kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], **options))
+    return make
+
+
+def editing_task(resolution: int, w0: float) -> Task:
+    """Predict the edited INR; the loss is the MSE between the image it draws and
+    the edited image ([B, 1, R, R] in [0, 1])."""
+    coords = coordinate_grid(resolution)
+
+    def predict(model: nn.Module, inputs) -> Tensor:
+        grid = coords.to(device=next(model.parameters()).device)
+        if isinstance(inputs, WeightSpace):  # paramshare: equivariant deltas on the weights and biases
+            edited = inputs + model(inputs)
+            params = [t[:, 0] for pair in zip(edited.weights, edited.biases) for t in pair]
+            out = siren_forward(params, grid.to(params[0].dtype), w0)[..., 0]
+        else:  # graph model: edited graph, drawn by running it on the grid
+            g = model.edit(inputs)
+            h = run_graph(grid.to(g.x.dtype), g.x, g.edge_index, g.edge_attr, g.node_type, g.edge_type, g.layer,
+                          max(len(s.node_groups) for s in g.spec))
+            out = h[g.node_type == NodeType.OUTPUT].reshape(-1, grid.size(0))
+        return ((out + 1) / 2).reshape(-1, 1, resolution, resolution)
+
+    def metrics(pred: Tensor, y: Tensor) -> dict[str, float]:
+        return {"mse": F.mse_loss(pred, y).item()}
+
+    return Task("editing", lambda p, y: F.mse_loss(p, y.to(p.dtype)), metrics, "mse", higher_is_better=False,
+                predict=predict)
+
+
+@dataclass
+class TaskDef:
+    """One experiment: its zoo, the records it uses, its target and its head."""
+
+    name: str
+    zoo: Callable[[dict], Zoo]
+    readout: str  # "invariant" or "equivariant"
+    d_out: Callable[[Zoo], int]
+    target: Callable[[dict, Zoo], Any]
+    task: Callable[[dict, Zoo], Task]
+    where: Callable[[dict], bool] | None = None
+
+
+TASKS = {
+    "inr_classification": TaskDef(
+        "inr_classification", _siren_zoo, "invariant", lambda zoo: 1 + max(r["label"] for r in zoo.records),
+        lambda cfg, zoo: "label", lambda cfg, zoo: classification_task()),
+    "inr_editing": TaskDef(
+        "inr_editing", _siren_zoo, "equivariant", lambda zoo: 1,
+        lambda cfg, zoo: editing_target(zoo, cfg["edit"], cfg["data_dir"]),
+        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"])),
+    "cnn_generalization": TaskDef(
+        "cnn_generalization", _classifier_zoo("cnn"), "invariant", lambda zoo: 1,
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task()),
+    "transformer_generalization": TaskDef(
+        "transformer_generalization", _classifier_zoo("transformer"), "invariant", lambda zoo: 1,
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task()),
+}
+
+
+def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
+    """Make or open the zoo, build the loaders and the model, train, report."""
+    spec = TASKS[task_name]
+    zoo = spec.zoo(cfg)
+    where = (lambda r: r.get("final", True)) if cfg.get("checkpoints", "final") == "final" else None
+    # editing draws the edited INR from the raw weights, so its inputs stay unscaled
+    loaders = make_loaders(cfg, zoo, spec.target(cfg, zoo), where, scale=spec.readout == "invariant")
+    sample = loaders["train"][0] if isinstance(loaders["train"], list) else next(iter(loaders["train"]))
+    inputs = sample if not isinstance(sample, (tuple, list)) else sample[0]
+    probe_inputs = coordinate_grid(8) if zoo.config.get("kind") == "siren" else None
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs)
+    return run_task(cfg, spec.task(cfg, zoo), loaders, model, _run)

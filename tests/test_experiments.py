@@ -1,0 +1,66 @@
+"""The Sacred experiments and the comparison runner, on tiny digits zoos."""
+import json
+import sqlite3
+
+import pytest
+from sacred.observers import FileStorageObserver, SqlObserver
+
+TINY = {"quick": True, "epochs": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
+        "device": "cpu"}
+SIREN_TINY = {**TINY, "zoo_limit": 60, "zoo_steps": 30}
+
+
+def _observe(ex, observer):
+    ex.observers[:] = [observer]  # not the default runs/ folder
+    return ex
+
+
+def test_compare_writes_table_and_plots(tmp_path):
+    from experiments.compare import ex
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_classification",
+                                 "models": ["pna", "stat"], "seeds": [0, 1]})
+    assert run.status == "COMPLETED"
+    rows = run.info["rows"]
+    assert [r["model"] for r in rows] == ["pna", "stat"] and all(r["seeds"] == 2 for r in rows)
+    assert all(0.0 <= r["mean"] <= 1.0 and r["parameters"] > 0 for r in rows)
+    folder = tmp_path / "runs" / str(run._id)
+    for name in ("results.md", "results.json", "accuracy_vs_parameters.png", "accuracy_vs_train_seconds.png",
+                 "learning_curves.png"):
+        assert (folder / name).is_file(), name
+    table = (folder / "results.md").read_text()
+    assert "| pna |" in table and "| stat |" in table and "±" in table
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert "pna.seed0.val_accuracy" in metrics and len(metrics["stat.seed1.train_loss"]["values"]) == 2
+    config = json.loads((folder / "config.json").read_text())
+    assert config["seeds"] == [0, 1] and config["seed"] == 0
+
+
+@pytest.mark.parametrize("module, model, metric", [
+    ("cnn_generalization", "nfn-hnp", "tau"),
+    ("inr_editing", "transformer", "mse"),
+])
+def test_task_experiments_record_metrics_and_checkpoint(tmp_path, module, model, metric):
+    ex = __import__(f"experiments.{module}", fromlist=["ex"]).ex
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    tiny = SIREN_TINY if module.startswith("inr") else {**TINY, "zoo_networks": 12, "zoo_epochs": 2}
+    run = ex.run(config_updates={**tiny, "zoo_root": str(tmp_path / "zoos"), "model": model})
+    summary = run.info["summary"]
+    assert run.status == "COMPLETED" and run.result == summary["test"][metric]
+    folder = tmp_path / "runs" / str(run._id)
+    assert any(p.name.startswith("best-") for p in folder.iterdir())
+    assert summary["parameters"] > 0 and summary["train_seconds"] > 0
+
+
+def test_sql_observer_on_sqlite(tmp_path):
+    from experiments.inr_classification import ex
+
+    db = tmp_path / "runs.db"
+    _observe(ex, SqlObserver(f"sqlite:///{db}"))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": "flat-mlp"})
+    assert run.status == "COMPLETED"
+    with sqlite3.connect(db) as con:
+        status, result, info = con.execute("SELECT status, result, info FROM run").fetchone()
+    assert status == "COMPLETED" and result == run.result
+    assert json.loads(info)["summary"]["model"] == "flat-mlp"
