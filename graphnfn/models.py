@@ -1,7 +1,6 @@
 """Invariant and equivariant graph models on batches of NeuralGraphs."""
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
