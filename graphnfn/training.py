@@ -170,8 +170,8 @@ class WeightScaler:
     set, so that models see inputs of unit scale (INR weights are ~1e-2).
 
     One positive scalar per tensor commutes with every symmetry the models use
-    (permutations, sign flips, positive scalings). Weight spaces: one scale per
-    ``weights[l]`` / ``biases[l]``; neuron graphs: one per depth of the target
+    (permutations, sign flips, positive scalings). Weight spaces (and attention
+    weight spaces): one scale per tensor of each field; neuron graphs: one per depth of the target
     node (edges) or node (biases), which is per tensor for a zoo of one
     architecture. ``scaler(batch)`` returns a scaled copy.
     """
@@ -196,11 +196,10 @@ class WeightScaler:
             for d in torch.unique(inputs.layer).tolist():
                 yield ("w", d), inputs.edge_attr[depth_e == d, WEIGHT_COL:]
                 yield ("b", d), inputs.x[(inputs.layer == d) & has_bias, NODE_COL["bias"]]
-        else:
-            for i, w in enumerate(inputs.weights):
-                yield ("w", i), w
-            for i, b in enumerate(inputs.biases):
-                yield ("b", i), b
+        else:  # WeightSpace / AttentionWeightSpace: named fields, each a tuple of tensors
+            for name, field in zip(inputs._fields, inputs):
+                for i, t in enumerate(field):
+                    yield (name, i), t
 
     def __call__(self, batch):
         inputs, y = split_batch(batch)
@@ -214,6 +213,6 @@ class WeightScaler:
             out.edge_attr[:, WEIGHT_COL:] /= w[out.layer[out.edge_index[1]]].unsqueeze(1)
             out.x[:, NODE_COL["bias"]] /= b[out.layer]
             return out
-        scaled = type(inputs)(tuple(t / self.scales.get(("w", i), 1.0) for i, t in enumerate(inputs.weights)),
-                              tuple(t / self.scales.get(("b", i), 1.0) for i, t in enumerate(inputs.biases)))
+        scaled = type(inputs)(*(tuple(t / self.scales.get((name, i), 1.0) for i, t in enumerate(field))
+                                for name, field in zip(inputs._fields, inputs)))
         return scaled, y

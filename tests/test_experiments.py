@@ -64,3 +64,31 @@ def test_sql_observer_on_sqlite(tmp_path):
         status, result, info = con.execute("SELECT status, result, info FROM run").fetchone()
     assert status == "COMPLETED" and result == run.result
     assert json.loads(info)["summary"]["model"] == "flat-mlp"
+
+
+def test_weight_scaler_gives_unit_scale_and_keeps_structure():
+    import torch
+    from torch import nn
+
+    import converters
+    import graphnfn
+    from graphnfn.paramshare import AttentionWeightSpace, concat
+    from graphnfn.training import WeightScaler
+
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)) for _ in range(8)]
+    for m in nets:
+        m[2].weight.data *= 0.01
+    ws = concat([converters.to_weight_space(m) for m in nets], 0)
+    y = torch.zeros(8)
+    scaled, _ = WeightScaler([(ws, y)])((ws, y))
+    for t in (*scaled.weights, *scaled.biases):
+        assert abs(t.square().mean().sqrt().item() - 1) < 1e-5
+    batch = graphnfn.collate([converters.to_graph(m) for m in nets])
+    batch.y = y
+    g = WeightScaler([batch])(batch)
+    # graph and weight-space views are scaled alike: edge weights into layer 2 are W2 / rms(W2)
+    assert torch.allclose(g.weight[batch.layer[batch.edge_index[1]] == 2].reshape(8, 4), scaled.weights[1][:, 0, 0])
+    attention = AttentionWeightSpace(*([torch.randn(3, 1, 2, 2)],) * 8)
+    scaled_att, _ = WeightScaler([(attention, y)])((attention, y))
+    assert isinstance(scaled_att, AttentionWeightSpace) and scaled_att.query[0].shape == (3, 1, 2, 2)
