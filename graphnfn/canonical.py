@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from .graph import NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
+from .graph import ACT_COLS, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 SIGN_ACTIVATIONS = (Activation.TANH, Activation.SINE)
 SCALE_ACTIVATIONS = (Activation.RELU, Activation.LEAKY_RELU)
-_ACT0 = NODE_COL["act_identity"]
 
 
 def _eligible(x: Tensor, edge_index: Tensor, edge_type: Tensor, node_type: Tensor, acts, no_max_pool: bool) -> Tensor:
@@ -35,7 +34,7 @@ def _eligible(x: Tensor, edge_index: Tensor, edge_type: Tensor, node_type: Tenso
     # the group acts on a neuron only if every edge into and out of it is a Linear/Conv weight
     touched = scatter(other, edge_index[0], 0, x.size(0), "sum") + scatter(other, edge_index[1], 0, x.size(0), "sum")
     ok = (node_type == NodeType.HIDDEN) & (touched == 0)
-    ok = ok & (sum(x[:, _ACT0 + int(a)] for a in acts) > 0)
+    ok = ok & (sum(x[:, ACT_COLS.start + int(a)] for a in acts) > 0)
     if no_max_pool:
         ok = ok & (x[:, NODE_COL["pool_max"]] == 0)
     return ok
@@ -84,7 +83,7 @@ def describe_symmetries(g) -> list[str]:
         n = int(at.sum())
         if n == 0:
             continue
-        act = Activation(int(g.x[at][0, _ACT0:_ACT0 + len(Activation)].argmax())).name.lower()
+        act = Activation(int(g.x[at][0, ACT_COLS].argmax())).name.lower()
         factors = [f"S_{n}"]
         if bool(ok_sign[at].all()):
             factors.append(f"{{+1,-1}}^{n}")

@@ -13,15 +13,14 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from .graph import NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
+from .graph import ACT_COLS, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
-_ACT0 = NODE_COL["act_identity"]
 
 
 def activate(pre: Tensor, x: Tensor) -> Tensor:
     """Each node's activation (by its one-hot in x [N, F_node]) applied to pre [N, P].
     Softmax, log-softmax and unknown activations count as identity."""
-    onehot = x[:, _ACT0:_ACT0 + len(Activation)]
+    onehot = x[:, ACT_COLS]
     param = x[:, NODE_COL["act_param"]].unsqueeze(1)
     candidates = {
         Activation.RELU: torch.relu(pre),
@@ -71,8 +70,8 @@ def run_graph(inputs: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, 
     if not output_activation:
         acts = x.clone()
         is_output = node_type == NodeType.OUTPUT
-        acts[:, _ACT0:_ACT0 + len(Activation)] *= ~is_output.unsqueeze(1)
-        acts[:, _ACT0] += is_output
+        acts[:, ACT_COLS] *= ~is_output.unsqueeze(1)
+        acts[:, ACT_COLS.start] += is_output
     for depth in range(1, num_layers):
         h_src = torch.where(is_norm, (h[src] - mean) / std, h[src])
         msg = edge_attr[:, WEIGHT_COL].unsqueeze(1) * h_src * (layer[dst] == depth).unsqueeze(1)

@@ -12,11 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from .execute import run_graph
-from .graph import EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
+from .graph import ACT_COLS, EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 #: Scalar node columns (everything but position and the activation one-hot).
 NODE_SCALARS = ("bias", "running_mean", "running_var", "act_param", "pool_max", "pool_avg", "causal", "read_token")
-_ACT0 = NODE_COL["act_identity"]
 #: Node types whose ``position`` tells them apart (everything else is interchangeable).
 POSITIONED = (NodeType.INPUT, NodeType.OUTPUT, NodeType.FLATTEN, NodeType.POSITION, NodeType.CLASS_TOKEN)
 
@@ -92,7 +91,7 @@ class NodeEncoder(nn.Module):
         self.probe_proj = nn.Linear(probe.n_probes, d) if probe is not None else None
 
     def forward(self, x: Tensor, node_type: Tensor, layer: Tensor, probe_h: Tensor | None = None) -> Tensor:
-        feats = torch.cat([self.fourier(x[:, self.scalar_cols]), x[:, _ACT0:_ACT0 + len(Activation)]], 1)
+        feats = torch.cat([self.fourier(x[:, self.scalar_cols]), x[:, ACT_COLS]], 1)
         h = self.scalars(feats) + self.node_type(node_type)
         if self.positions is not None:
             pos = x[:, NODE_COL["position"]].long()

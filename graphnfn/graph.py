@@ -117,6 +117,8 @@ PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 NODE_COL = {name: i for i, name in enumerate(NODE_FEATURES)}
 EDGE_COL = {name: i for i, name in enumerate(EDGE_META)}
+#: The activation one-hot columns of ``x`` (``x[:, ACT_COLS]`` is [N, len(Activation)]).
+ACT_COLS = slice(NODE_COL["act_identity"], NODE_COL["act_identity"] + len(Activation))
 #: Column of the first kernel value (the weight itself for a Linear edge).
 WEIGHT_COL = len(EDGE_META)
 
