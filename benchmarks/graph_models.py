@@ -3,16 +3,20 @@
     python -m benchmarks.graph_models [--device cpu|cuda] [--d 64] [--repeat 3]
 
 Per case, one layer of each kind at the same width d: time of forward+backward
-(best of --repeat, after a warm-up) and peak memory (CUDA: max allocated; CPU:
-growth of the process's peak resident set, each measurement in a fresh
-subprocess). Also the sparse layer's cost against the number of edges. Prints
-a table and writes benchmarks/results/graph_models.json. Not part of the tests.
+(best of --repeat, after a warm-up) and peak memory of those steps above what
+the inputs already held (CUDA: max allocated; CPU: the process's peak resident
+set, reset through /proc/self/clear_refs once the inputs are built, each
+measurement in a fresh subprocess). Cases marked sparse-only skip the dense
+layer, whose [B, N, N, d] edge tensor alone is reported instead. Also the
+sparse layer's cost against the number of edges. Prints a table and writes
+benchmarks/results/graph_models.json. Not part of the tests.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import resource
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 import converters
+from converters.reference_nets import resnet18
 import graphnfn
 from benchmarks.dense_baseline import DenseRelationalAttention, densify
 from graphnfn.nn import EdgePNAConv, SparseRelationalAttention
@@ -36,24 +41,36 @@ def small_cnn():
                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
 
-def mlp_of(width: int):
-    return lambda: nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+def mlp_of(width: int, hidden_layers: int = 2):
+    def make():
+        layers, d_in = [], 64
+        for _ in range(hidden_layers):
+            layers += [nn.Linear(d_in, width), nn.ReLU()]
+            d_in = width
+        return nn.Sequential(*layers, nn.Linear(d_in, 10))
+    return make
 
 
-# name -> (network maker, batch size)
+# name -> (network maker, batch size, run the dense layer too)
 CASES = {
-    "SIREN (67 nodes)": (siren, 64),
-    "CNN zoo (59 nodes)": (small_cnn, 64),
-    "MLP 64-1000-1000-10": (mlp_of(1000), 1),
-    "MLP 64-250-250-10": (mlp_of(250), 4),
+    "SIREN (67 nodes)": (siren, 64, True),
+    "CNN zoo (59 nodes)": (small_cnn, 64, True),
+    "MLP 64-250-250-10": (mlp_of(250), 4, True),
+    "MLP 64-1000x2-10": (mlp_of(1000), 1, True),
+    "MLP 64-250x8-10": (mlp_of(250, 8), 1, True),
+    "ResNet-18": (resnet18, 1, False),
 }
-SCALING = [mlp_of(w) for w in (64, 128, 256, 512)]
+SCALING = [mlp_of(w) for w in (64, 128, 256, 512, 1024)]
 LAYERS = ("pna", "sparse-attention", "dense-attention")
 
 
 def _layer(kind: str, d: int, heads: int) -> nn.Module:
     return {"pna": lambda: EdgePNAConv(d), "sparse-attention": lambda: SparseRelationalAttention(d, heads),
             "dense-attention": lambda: DenseRelationalAttention(d, heads)}[kind]()
+
+
+def _proc_kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
 
 
 def measure(kind: str, make, batch_size: int, d: int, heads: int, device: str, repeat: int) -> dict:
@@ -72,26 +89,37 @@ def measure(kind: str, make, batch_size: int, d: int, heads: int, device: str, r
     else:
         step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e))  # noqa: E731
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    step().backward()  # warm-up
-    sync()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        held = torch.cuda.memory_allocated()
+    else:
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (VmHWM) to the current one
+        held = _proc_kib("VmRSS") * 1024
+    step().backward()  # warm-up
+    sync()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         step().backward()
         sync()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _proc_kib("VmHWM") * 1024) - held
     return {"layer": kind, "nodes": graph.num_nodes, "edges": graph.num_edges, "batch": batch_size,
             "ms": min(times) * 1e3, "peak_mib": peak / 2**20}
 
 
 def _case(case: str, index: int):
     """(network maker, batch size) of a named case, or of SCALING[index] for case "-"."""
-    return (SCALING[index], 1) if case == "-" else CASES[case]
+    return (SCALING[index], 1) if case == "-" else CASES[case][:2]
+
+
+def dense_edge_tensor(case: str, d: int) -> dict:
+    """What the dense layer would need for its edge states alone, [B, N, N, d] in float32."""
+    make, batch_size, _ = CASES[case]
+    n = converters.to_graph(make()).num_nodes
+    return {"layer": "dense-attention", "nodes": n, "batch": batch_size,
+            "skipped": f"not run: its [B, N, N, d] edge tensor alone is {batch_size * n * n * d * 4 / 2**30:,.0f} GiB"}
 
 
 def _in_subprocess(args: list[str]) -> dict:
@@ -123,13 +151,15 @@ def main() -> None:
                                    "--heads", str(args.heads), "--repeat", str(args.repeat)])
         return measure(kind, *_case(case, index), args.d, args.heads, args.device, args.repeat)
 
-    rows = [{"case": case, **run(kind, case)} for case in CASES for kind in LAYERS]
+    rows = [{"case": case, **(run(kind, case) if kind != "dense-attention" or CASES[case][2]
+                              else dense_edge_tensor(case, args.d))}
+            for case in CASES for kind in LAYERS]
     scaling = [{"case": "scaling", **run("sparse-attention", "-", i)} for i in range(len(SCALING))]
     print(f"device {args.device}, d={args.d}, heads={args.heads}, one layer, forward+backward")
     print(f"{'case':<22}{'layer':<18}{'batch':>6}{'nodes':>7}{'edges':>11}{'ms':>10}{'peak MiB':>10}")
     for r in rows + scaling:
-        if "error" in r:
-            print(f"{r['case']:<22}{'':<18}  failed: {r['error']}")
+        if "error" in r or "skipped" in r:
+            print(f"{r['case']:<22}{r.get('layer', ''):<18}  {r.get('skipped') or 'failed: ' + r['error']}")
             continue
         print(f"{r['case']:<22}{r['layer']:<18}{r['batch']:>6}{r['nodes']:>7,}{r['edges']:>11,}{r['ms']:>10.1f}{r['peak_mib']:>10.1f}")
     out = Path(args.out)
