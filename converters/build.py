@@ -172,16 +172,18 @@ class _Wiring:
         w = op.weight
         if op.out in self.patch_embeddings:
             return self._patch_embedding(op)
-        x = self.feat(op, 0, w.size(1), "map")
+        g = op.geometry
+        n_in = w.size(1) * g["groups"]
+        x = self.feat(op, 0, n_in, "map")
         op.require(x.layout == "map", "a convolution needs a feature map; the previous layer is flat")
-        op.require(x.ids.numel() == w.size(1), f"weight {tuple(w.shape)} expects {w.size(1)} input channels, "
-                                               f"previous layer has {x.ids.numel()}")
+        op.require(x.ids.numel() == n_in, f"weight {tuple(w.shape)} with groups={g['groups']} expects {n_in} input "
+                                          f"channels, previous layer has {x.ids.numel()}")
         x.sdims = x.sdims or w.dim() - 2  # an input map learns its spatial dims here
         kh, kw = (1, w.size(2)) if w.dim() == 3 else (w.size(2), w.size(3))
-        g = op.geometry
-        block = self._dense(op, x, EdgeType.CONV, kh * kw, kernel_h=kh, kernel_w=kw, stride_h=g["stride"][0],
-                            stride_w=g["stride"][1], padding_h=g["padding"][0], padding_w=g["padding"][1],
-                            dilation_h=g["dilation"][0], dilation_w=g["dilation"][1], padding_mode=g["padding_mode"])
+        block = self._dense(op, x, EdgeType.CONV, kh * kw, g["groups"], kernel_h=kh, kernel_w=kw,
+                            stride_h=g["stride"][0], stride_w=g["stride"][1], padding_h=g["padding"][0],
+                            padding_w=g["padding"][1], dilation_h=g["dilation"][0], dilation_w=g["dilation"][1],
+                            padding_mode=g["padding_mode"])
         return replace(self._out(block, x), sdims=w.dim() - 2, positions=None)
 
     def _patch_embedding(self, op: ir.Layer) -> Feat:
@@ -196,14 +198,18 @@ class _Wiring:
         block = self._dense(op, x, EdgeType.LINEAR, 1, **LINEAR_META)
         return Feat(block.ids, "map", self.b.versions(block.ids), sdims=w.dim() - 2)
 
-    def _dense(self, op: ir.Layer, x: Feat, edge_type: EdgeType, k: int, **meta: float) -> Block:
+    def _dense(self, op: ir.Layer, x: Feat, edge_type: EdgeType, k: int, groups: int = 1, **meta: float) -> Block:
         """Linear or Conv: one edge per (in, out) pair carrying W[out, in], the
-        kernel flattened into k values."""
+        kernel flattened into k values. A grouped conv (W [out, in / groups, ...])
+        has edges only inside each group: output j reads the in / groups channels
+        of its group (a depthwise conv: channel j alone), so the missing edges are
+        the zeros of the dense kernel."""
         key, w = op.tensors["weight"]
-        n_in = w[0].numel() // k
-        block = self.b.add_nodes(op.name, w.size(0), NodeType.HIDDEN, [x.ids])
-        self.b.dense(x.ids, block.ids, w.reshape(w.size(0), n_in, k), row_major(torch.arange(w.size(0)), n_in),
-                     edge_type, key, **meta)
+        n_out, n_in = w.size(0), w[0].numel() // k
+        block = self.b.add_nodes(op.name, n_out, NodeType.HIDDEN, [x.ids])
+        src = x.ids[None, :] if groups == 1 else x.ids.view(groups, n_in).repeat_interleave(n_out // groups, 0)
+        self.b.add_edges(src, block.ids[:, None], w.reshape(n_out, n_in, k), edge_type, self.b.edge_group(key),
+                         row_major(torch.arange(n_out), n_in), **meta)
         self.b.record_edges(key, w, k)
         if "bias" in op.tensors:
             self.b.node_param(*op.tensors["bias"], "bias", [block])
@@ -288,8 +294,9 @@ class _Wiring:
         x = self._annotated(op)
         op.require(x.layout == "map", "pooling needs a conv feature map")
         col = self.b.column(x.ids, f"pool_{op.kind}")
-        global_pool = op.size < 0 or bool((col < 0).any())
-        self.b.set_column(x.ids, f"pool_{op.kind}", -1 if global_pool else col.clamp(min=1) * op.size)
+        # window pools multiply their sizes; adaptive pooling to P positions sets -P, which a later window pool keeps
+        self.b.set_column(x.ids, f"pool_{op.kind}",
+                          op.size if op.size < 0 else col if bool((col < 0).any()) else col.clamp(min=1) * op.size)
         return self.changed(x, positions=op.positions)
 
     def _mean(self, op: ir.Mean) -> Feat:
@@ -311,6 +318,8 @@ class _Wiring:
         x = self.feat(op, 0)
         if op.start_dim == 2:
             op.require(x.layout == "map", "flatten(2) needs a feature map")
+            op.require(op.channels in (None, x.ids.numel()),
+                       f"reshape to {op.channels} channels of a feature map with {x.ids.numel()} channels")
             return replace(x, sdims=1)
         op.require(x.layout != "tokens", "flattening a token sequence is not supported; pool over the tokens first "
                                          "(x[:, 0] or x.mean(1))")
@@ -413,13 +422,19 @@ class _Wiring:
         return self._out(block, x)
 
 
+#: Weight dtypes a graph holds exactly (float8, integer and complex weights do not).
+GRAPH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _graph_dtype(ops: Sequence[ir.Op], allow_nonfinite: bool) -> tuple[torch.dtype, torch.device]:
     dtype, device = None, None
     for op in ops:
         for key, t in op.params():
-            if not t.is_floating_point():
-                raise ConversionError(f"parameter {key!r} has dtype {t.dtype}; only floating-point weights convert")
-            if not allow_nonfinite and t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
+            if t.dtype not in GRAPH_DTYPES:
+                raise ConversionError(f"parameter {key!r} has dtype {t.dtype}; only {', '.join(map(str, GRAPH_DTYPES))} weights convert")
+            if not t.numel():
+                raise ConversionError(f"parameter {key!r} is empty (shape {tuple(t.shape)})")
+            if not allow_nonfinite and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
                 raise NonFiniteWeightError(f"parameter {key!r} holds NaN or Inf (allow_nonfinite=True to accept)")
             dtype = t.dtype if dtype is None else torch.promote_types(dtype, t.dtype)
             device = device or t.device

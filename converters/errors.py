@@ -16,3 +16,7 @@ class NonFiniteWeightError(ConversionError):
 
 class UnsafeCheckpointError(ConversionError):
     """A checkpoint that would run code when unpickled; nothing of it was run."""
+
+
+class CheckpointNotFoundError(ConversionError, FileNotFoundError):
+    """A checkpoint path that does not exist (also a ``FileNotFoundError``)."""

@@ -82,9 +82,9 @@ class Act(Op):
 
 @dataclass(kw_only=True)
 class Pool(Op):
-    """Pooling. ``size``: window size (product of the kernel dims), -1 for
-    adaptive pooling; ``positions``: spatial positions left afterwards where
-    known (adaptive pooling), else None."""
+    """Pooling. ``size``: window size (product of the kernel dims), or -P for
+    adaptive pooling to P spatial positions (-1: global pooling);
+    ``positions``: P for adaptive pooling, else None (not known)."""
 
     kind: str  # "max" | "avg"
     size: int
@@ -94,9 +94,11 @@ class Pool(Op):
 @dataclass(kw_only=True)
 class Flatten(Op):
     """``start_dim`` 1: to [batch, features]; 2: merge the spatial dims of a
-    feature map (a patch embedding before its transpose to tokens)."""
+    feature map (a patch embedding before its transpose to tokens), into
+    ``channels`` channels where a reshape says so."""
 
     start_dim: int = 1
+    channels: int | None = None
 
 
 @dataclass(kw_only=True)

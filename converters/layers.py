@@ -2,7 +2,7 @@
 Embedding, activations, pooling, Flatten (Dropout and Identity pass through)."""
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from graphnfn.graph import PADDING_MODES, Activation
 
@@ -25,6 +25,14 @@ _PARAM_LEAVES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d
                  nn.Flatten, *SKIP_MODULES)
 
 
+def plain(module: nn.Module, base: type | tuple[type, ...]) -> bool:
+    """``isinstance(module, base)`` with the base class's own ``forward``: a
+    subclass that overrides ``forward`` (weight standardisation, a scaled
+    output) computes something else and must not be read as the base layer."""
+    bases = base if isinstance(base, tuple) else (base,)
+    return any(isinstance(module, b) and type(module).forward is b.forward for b in bases)
+
+
 def prod(v) -> int:
     out = 1
     for s in (v if isinstance(v, (tuple, list)) else (v,)):
@@ -38,10 +46,14 @@ def _pair(v, h: int = 1) -> tuple[int, int]:
     return (h, int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
 
 
-def adaptive_positions(output_size, two_d: bool) -> int | None:
-    """Spatial positions left by adaptive pooling (None where a dim keeps its size)."""
+def adaptive_positions(output_size, two_d: bool, label: str) -> int:
+    """Spatial positions left by adaptive pooling (1: global pooling)."""
     dims = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * (2 if two_d else 1)
-    return None if any(d is None for d in dims) else prod(dims)
+    if any(d is None for d in dims):
+        # the positions left would depend on the input size, which the graph does not know
+        raise UnsupportedModuleError(f"{label}: adaptive pooling to {output_size} keeps a dim of the input (None); "
+                                     "only a fixed output size is supported")
+    return prod(dims)
 
 
 def pool_size(kernel, two_d: bool) -> int:
@@ -53,20 +65,25 @@ def module_tensors(module: nn.Module, name: str, roles: tuple[str, ...]) -> dict
     """role -> (state_dict key, tensor) for the roles the module has."""
     prefix = f"{name}." if name else ""
     own = module.state_dict(keep_vars=True)
+    for r in roles:
+        if r not in own and isinstance(getattr(module, r, None), Tensor):
+            # weight_norm / spectral_norm / parametrize: the state_dict holds what the weight is computed from
+            raise UnsupportedModuleError(
+                f"{prefix + r} is computed from {sorted(prefix + k for k in own)} (weight_norm, spectral_norm or "
+                "a parametrization): fold it into a plain parameter first "
+                "(torch.nn.utils.parametrize.remove_parametrizations)")
     return {r: (prefix + r, own[r].detach()) for r in roles if own.get(r) is not None}
 
 
 def _conv_geometry(m: nn.Module, name: str) -> dict[str, object]:
-    if m.groups != 1:
-        raise UnsupportedModuleError(f"{name or 'module'} ({m}): grouped convolutions (groups={m.groups}) are not supported")
     if m.padding_mode not in PADDING_MODES:
         raise UnsupportedModuleError(f"{name}: padding_mode {m.padding_mode!r} is not supported")
     padding = (-1, -1) if m.padding == "same" else (0, 0) if m.padding == "valid" else _pair(m.padding, 0)
     # stride = kernel > 1 without padding or dilation: the conv cuts its input into patches
     patches = tuple(m.stride) == tuple(m.kernel_size) and padding == (0, 0) and _pair(m.dilation) == (1, 1) \
-        and prod(m.kernel_size) > 1
+        and prod(m.kernel_size) > 1 and m.groups == 1
     return {"stride": _pair(m.stride), "padding": padding, "dilation": _pair(m.dilation),
-            "padding_mode": PADDING_MODES.index(m.padding_mode), "patches": patches}
+            "padding_mode": PADDING_MODES.index(m.padding_mode), "patches": patches, "groups": m.groups}
 
 
 def leaf_op(module: nn.Module, name: str, x: int) -> Op | None:
@@ -104,11 +121,15 @@ def leaf_op(module: nn.Module, name: str, x: int) -> Op | None:
         return Flatten(args=(x,), name=name)
     kind = POOL_MODULES[type(module)]
     two_d = type(module).__name__.endswith("2d")
+    if getattr(module, "return_indices", False):
+        raise UnsupportedModuleError(f"{label}: pooling with return_indices=True returns a tuple, not a feature map")
     if "Adaptive" in type(module).__name__:
-        return Pool(args=(x,), name=name, kind=kind, size=-1, positions=adaptive_positions(module.output_size, two_d))
+        positions = adaptive_positions(module.output_size, two_d, label)
+        return Pool(args=(x,), name=name, kind=kind, size=-positions, positions=positions)
     return Pool(args=(x,), name=name, kind=kind, size=pool_size(module.kernel_size, two_d))
 
 
 def is_leaf(module: nn.Module) -> bool:
-    """Whether :func:`leaf_op` converts this module (activations and pools by exact type)."""
-    return type(module) in MODULE_ACTS or type(module) in POOL_MODULES or isinstance(module, _PARAM_LEAVES)
+    """Whether :func:`leaf_op` converts this module (activations and pools by exact
+    type, the others also as subclasses that keep the layer's ``forward``)."""
+    return type(module) in MODULE_ACTS or type(module) in POOL_MODULES or plain(module, _PARAM_LEAVES)

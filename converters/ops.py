@@ -13,18 +13,19 @@ from __future__ import annotations
 from typing import Mapping
 
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from graphnfn.graph import Activation
 
 from . import attention
 from .errors import ConversionError, UnsupportedModuleError
 from .ir import Act, Input, Layer, Program, join
-from .layers import is_leaf, leaf_op
+from .layers import is_leaf, leaf_op, plain
 
 
 def emit_module(prog: Program, module: nn.Module, name: str, x: int) -> int:
     """Emit ``module`` applied to value ``x`` (``name``: its path); returns its output value."""
-    if isinstance(module, nn.Sequential):
+    if plain(module, nn.Sequential):  # a subclass with its own forward (a residual wrapper) is traced
         # _modules, not named_children: a module used twice appears twice, as in state_dict()
         for child, sub in module._modules.items():
             if sub is not None:
@@ -33,11 +34,11 @@ def emit_module(prog: Program, module: nn.Module, name: str, x: int) -> int:
     if is_leaf(module):
         op = leaf_op(module, name, x)
         return x if op is None else prog.emit(op)
-    if isinstance(module, nn.MultiheadAttention):
+    if plain(module, nn.MultiheadAttention):
         return attention.mha(prog, module, name, x, x, x)
-    if isinstance(module, nn.TransformerEncoderLayer):
+    if plain(module, nn.TransformerEncoderLayer):
         return attention.encoder_layer(prog, module, name, x)
-    if isinstance(module, nn.TransformerEncoder):
+    if plain(module, nn.TransformerEncoder):
         return attention.encoder(prog, module, name, x)
     if attention.is_attention_module(module):
         return attention.handwritten(prog, module, name, x)
@@ -48,13 +49,29 @@ def emit_module(prog: Program, module: nn.Module, name: str, x: int) -> int:
     return trace_into(prog, module, name, x)
 
 
+def _refuse_run_time_changes(module: nn.Module) -> None:
+    """Forward hooks may replace what a module computes (old-style weight_norm and
+    spectral_norm are pre-hooks) and torch.fx does not run them: refuse, never guess.
+    A lazy module not run yet has no weights to convert."""
+    for path, m in module.named_modules():
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
+            raise UnsupportedModuleError(f"{path or type(module).__name__}: lazy module with uninitialized "
+                                         "parameters; run the model on one input first")
+        hooks = [*m._forward_pre_hooks.values(), *m._forward_hooks.values()]
+        if hooks:
+            names = sorted({getattr(h, "__qualname__", type(h).__name__) for h in hooks})
+            raise UnsupportedModuleError(f"{path or type(module).__name__}: has forward hooks {names}, which may "
+                                         "change what it computes; remove them (handle.remove()) before converting")
+
+
 def module_program(module: nn.Module) -> Program:
     """The program of a whole network. A module reads one input (a traced one
     also reads its other ``forward`` arguments); an ``nn.MultiheadAttention``
     with separate q/k/v weights reads query, key and value (a packed one is
     self-attention on one input)."""
+    _refuse_run_time_changes(module)
     prog = Program()
-    if isinstance(module, nn.MultiheadAttention) and not module._qkv_same_embed_dim:
+    if plain(module, nn.MultiheadAttention) and not module._qkv_same_embed_dim:
         q, k, v = (prog.emit(Input(args=(), name=f"input:{role}")) for role in ("query", "key", "value"))
         prog.output = attention.mha(prog, module, "", q, k, v)
         return prog

@@ -26,7 +26,7 @@ from . import attention
 from .activations import FUNCTION_ACT_PARAM, FUNCTION_ACTS, function_activation
 from .errors import UnsupportedModuleError
 from .ir import Act, Add, Cat, Flatten, Input, Mean, Param, Pool, Positions, Program, SelectToken, ToTokens, join
-from .layers import adaptive_positions, pool_size
+from .layers import adaptive_positions, is_leaf, plain, pool_size
 from .ops import emit_module
 
 
@@ -36,7 +36,9 @@ class _Tracer(fx.Tracer):
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Sine) or attention.is_attention_module(m) or super().is_leaf_module(m, qualname)
+        # is_leaf: a user subclass of a layer that keeps its forward is that layer, not code to trace through
+        return isinstance(m, Sine) or is_leaf(m) or attention.is_attention_module(m) \
+            or super().is_leaf_module(m, qualname)
 
 
 # what fx values stand for, beside value ids (int) and Python constants
@@ -85,16 +87,19 @@ _FN_MUL = {operator.mul, operator.imul, torch.mul, "mul"}
 _FN_CAT = {torch.cat, torch.concat, torch.concatenate}
 _FN_BROADCAST = {"expand", "expand_as", "unsqueeze", torch.unsqueeze}  # of parameters and positions
 _FN_RESHAPE = _FN_BROADCAST | _FN_FLATTEN
+#: arithmetic and comparisons, wired nowhere when they only combine sizes (``h // p == n``)
+_SHAPE_OPS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, operator.add,
+              operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod}
 _MASK_ARGS = ("attn_mask", "key_padding_mask", "src_mask", "mask", "src_key_padding_mask")
 
 
 def _where(node: fx.Node) -> str:
-    """The user's source line that made ``node`` (the first frame outside torch)."""
+    """The user's source line that made ``node``: the innermost frame outside
+    torch (the stack runs from the traced module's forward down to the call)."""
     lines = [ln.strip() for ln in (node.meta.get("stack_trace") or "").splitlines() if ln.strip()]
-    for frame, code in zip(lines, lines[1:]):
-        if frame.startswith("File ") and f"{os.sep}torch{os.sep}" not in frame:
-            return f" at {frame}: {code}"
-    return ""
+    frames = [(frame, code) for frame, code in zip(lines, lines[1:])
+              if frame.startswith("File ") and f"{os.sep}torch{os.sep}" not in frame]
+    return f" at {frames[-1][0]}: {frames[-1][1]}" if frames else ""
 
 
 def _arg(node: fx.Node, i: int, key: str, default):
@@ -108,14 +113,15 @@ def _dims(node: fx.Node, start: int) -> tuple:
 
 
 def _flatten_kind(node: fx.Node) -> int | None:
-    """1: a reshape to [batch, features]; 2: ``flatten(2)`` of a feature map; None: neither."""
+    """1: a reshape to [batch, features]; 2: ``flatten(2)`` of a feature map or a
+    reshape to [batch, channels, positions]; None: neither."""
     target = node.target
     if target in ("squeeze", torch.squeeze):
         return 1
     if target in ("flatten", torch.flatten):
         start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
         return start if start in (1, 2) and end == -1 else None
-    return 1 if len(_dims(node, 1)) == 2 else None
+    return {2: 1, 3: 2}.get(len(_dims(node, 1)))
 
 
 def _is_tokens_transpose(node: fx.Node) -> bool:
@@ -236,6 +242,11 @@ class _FxEmitter:
             return None
         if target in ("size", "dim") or target is getattr:
             return SHAPE
+        if target is torch._assert:
+            return None  # a check of sizes (torchvision's ViT); nothing to wire
+        if target in _SHAPE_OPS and any(self.lookup(a) is SHAPE for a in args) \
+                and all(self.lookup(a) is SHAPE or not isinstance(a, fx.Node) for a in args):
+            return SHAPE
         if target is operator.getitem:
             return self.getitem(node, first, args[1])
         if target in FUNCTION_ACTS:
@@ -249,8 +260,12 @@ class _FxEmitter:
         if target in _FN_FLATTEN:
             kind = _flatten_kind(node)
             if kind is None:
-                raise self.fail(node, "only reshapes to [batch, features] (and flatten(2) of a feature map) are supported")
-            return self.emit(node, Flatten, self.value(node, args[0]), start_dim=kind)
+                raise self.fail(node, "only reshapes to [batch, features] (and flatten(2) or a reshape to "
+                                      "[batch, channels, positions] of a feature map) are supported")
+            channels = _dims(node, 1)[1] if kind == 2 and target not in ("flatten", torch.flatten) else None
+            if channels is not None and (not isinstance(channels, int) or isinstance(channels, bool)):
+                raise self.fail(node, "a reshape to [batch, channels, positions] needs the channel count as a number")
+            return self.emit(node, Flatten, self.value(node, args[0]), start_dim=kind, channels=channels)
         if target in _FN_TRANSPOSE:
             if not _is_tokens_transpose(node):
                 raise self.fail(node, "only the transpose [B, C, L] -> [B, L, C] of a feature map to tokens is supported")
@@ -259,8 +274,10 @@ class _FxEmitter:
             kind, adaptive = _FN_POOLS[target]
             size = _arg(node, 1, "output_size" if adaptive else "kernel_size", None)
             two_d = target.__name__.endswith("2d")
-            fields = dict(size=-1, positions=adaptive_positions(size, two_d)) if adaptive else \
-                dict(size=pool_size(size, two_d))
+            if kind == "max" and _arg(node, 2 if adaptive else 6, "return_indices", False):
+                raise self.fail(node, "pooling with return_indices=True returns a tuple, not a feature map")
+            positions = adaptive_positions(size, two_d, self.describe(node)) if adaptive else None
+            fields = dict(size=-positions, positions=positions) if adaptive else dict(size=pool_size(size, two_d))
             return self.emit(node, Pool, self.value(node, args[0]), kind=kind, **fields)
         if target in ("mean", torch.mean):
             dims = _arg(node, 1, "dim", None)
@@ -325,12 +342,12 @@ class _FxEmitter:
         sub = self.module.get_submodule(node.target)
         path = join(self.name, node.target)
         causal = bool(node.kwargs.get("is_causal", False))
-        if isinstance(sub, nn.MultiheadAttention):
+        if plain(sub, nn.MultiheadAttention):
             q, k, v = (self.value(node, _arg(node, i, n, None)) for i, n in enumerate(("query", "key", "value")))
             for i, n in ((3, "key_padding_mask"), (5, "attn_mask")):
                 self.runtime_mask(node, _arg(node, i, n, None))
             return _Tuple((attention.mha(self.prog, sub, path, q, k, v, causal), _Unwired("attention weights")))
-        if isinstance(sub, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+        if plain(sub, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
             for a in list(node.args[1:3]) + [node.kwargs.get(n) for n in _MASK_ARGS]:
                 self.runtime_mask(node, a)
             emit = attention.encoder_layer if isinstance(sub, nn.TransformerEncoderLayer) else attention.encoder

@@ -36,6 +36,11 @@ def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
         raise ConversionError("a network with branches or concatenations cannot be expressed in a WeightSpace "
                               "(a chain of Linear/Conv layers); use to_graph")
     layers = [op for op in prog.ops if isinstance(op, ir.Layer)]
+    for layer in layers:
+        if layer.geometry.get("groups", 1) != 1:
+            raise ConversionError(f"{layer.tensors['weight'][0]}: a grouped convolution (groups="
+                                  f"{layer.geometry['groups']}) cannot be expressed in a WeightSpace (dense "
+                                  "Linear/Conv layers); use to_graph")
     weights = tuple(layer.weight.to(g.x.dtype)[None, None] for layer in layers)
     biases = tuple(
         (layer.tensors["bias"][1].to(g.x.dtype) if "bias" in layer.tensors

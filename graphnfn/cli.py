@@ -34,7 +34,7 @@ def _is_saved_graph(path: Path) -> bool:
 
 
 def read_graph(source: str, allow_nonfinite: bool = False) -> NeuralGraph:
-    path = Path(source)
+    path = Path(source).expanduser()
     return load_graph(path) if _is_saved_graph(path) else converters.to_graph(path, allow_nonfinite=allow_nonfinite)
 
 
@@ -78,13 +78,37 @@ def main(argv: list[str] | None = None) -> int:
         if name != "inspect":
             p.add_argument("-o", "--output", required=True)
         p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/Inf weights")
+        p.add_argument("--traceback", action="store_true", help="show the Python traceback of an unexpected error")
         p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "output", None) is not None:
+            args.output = _checked_output(args.output)
         return args.fn(args)
-    except (converters.ConversionError, FileNotFoundError, ValueError) as err:
-        print(f"graphnfn {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except (converters.ConversionError, OSError, ValueError) as err:  # bad input: the message names it
+        return _fail(args, str(err))
+    except Exception as err:  # a bug: still one line, unless asked for the traceback
+        if args.traceback:
+            raise
+        return _fail(args, f"unexpected {type(err).__name__} on {args.checkpoint} (please report it; "
+                           f"--traceback shows where): {err}")
+
+
+def _checked_output(output: str) -> str:
+    """The output path (``~`` expanded), refused before any work if it cannot be written."""
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise ValueError(f"output {output!r} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"output directory {str(path.parent)!r} does not exist")
+    return str(path)
+
+
+def _fail(args, message: str) -> int:
+    """One line on stderr, exit status 1."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"graphnfn {args.command}: error: {line}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ class Activation(IntEnum):
 #: and output neurons, the spatial position for flatten nodes and the index of
 #: position and class-token nodes, -1 where the node is interchangeable.
 #: ``pool_max``/``pool_avg`` give the pooling window size (product of kernel
-#: dims, -1 for global pooling, also over tokens) applied after the node.
+#: dims) applied after the node, or -P for adaptive pooling to P positions
+#: (-1: global pooling, also over tokens).
 #: ``causal`` is 1 on the head nodes of causally masked attention;
 #: ``read_token`` is the token index k read after the node (``x[:, k]``, the
 #: class-token readout), -1 where every token flows on.
