@@ -15,7 +15,7 @@ from torch import nn
 
 import converters
 from converters import ConversionError, NonFiniteWeightError, UnsafeCheckpointError, UnsupportedModuleError
-from converters.errors import CheckpointNotFoundError
+from converters import CheckpointNotFoundError
 from graphnfn import cli
 from nets import assert_bitwise_equal
 
