@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.conversion
 	$(BIN)/python -m benchmarks.graph_models
+	$(BIN)/python -m benchmarks.resnet18_step
 	$(BIN)/python -m benchmarks.paramshare
 	$(BIN)/python -m benchmarks.zoo
 

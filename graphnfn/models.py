@@ -45,13 +45,16 @@ class GraphNFN(nn.Module):
             canonical form under sign flips of tanh/sine neurons or positive
             scalings of ReLU neurons first (see :mod:`graphnfn.canonical`).
         max_kernel: the widest kernel (values per edge) the model accepts.
+        edge_chunk_values: edge features of more values than this (edges x
+            features) are encoded a chunk of edges at a time under activation
+            checkpointing (see :class:`graphnfn.features.EdgeEncoder`).
     """
 
     def __init__(self, d_out: int, backbone: str = "pna", readout: str = "graph", d_hidden: int = 64,
                  n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
-                 max_positions: int = 1024):
+                 max_positions: int = 1024, edge_chunk_values: int = 2**24):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -61,7 +64,7 @@ class GraphNFN(nn.Module):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
-        self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel)
+        self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
             EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
             for _ in range(n_layers))

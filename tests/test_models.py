@@ -10,7 +10,7 @@ from torch_geometric.loader import DataLoader
 
 import converters
 import graphnfn
-from graphnfn.features import ProbeFeatures
+from graphnfn.features import EdgeEncoder, ProbeFeatures
 from graphnfn.models import GraphNFN, apply_edge_delta
 from test_transformer import vit_moves, vits
 from test_transformer_tools import group_node_map, permuted
@@ -150,6 +150,26 @@ def test_edge_readout_edits_the_network():
     edited = converters.from_graph(apply_edge_delta(g, torch.ones_like(delta), torch.ones(g.num_nodes)))
     for key, value in m.state_dict().items():
         torch.testing.assert_close(edited[key], value + 1)
+
+
+def test_chunked_edge_encoding_equals_the_whole():
+    """Large graphs are encoded a chunk of edges at a time under checkpointing:
+    same edge states and same gradients as encoding all edges at once."""
+    torch.manual_seed(0)
+    g = converters.to_graph(nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 2), nn.ReLU(),
+                                          nn.Flatten(), nn.Linear(4 * 9, 5)).double())
+    assert g.num_edges > 40
+    whole = EdgeEncoder(8, fourier=4).double()
+    chunked = copy.deepcopy(whole)
+    chunked.chunk_values = 7 * whole.proj.in_features  # 7 edges a chunk
+    attr = g.edge_attr.clone().requires_grad_()
+    outs = [enc(attr, g.edge_type) for enc in (whole, chunked)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-12)
+    weights = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad((out * weights).sum(), [attr, *enc.parameters()])
+             for out, enc in zip(outs, (whole, chunked))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
 
 
 def test_pyg_dataloader_and_autocast():
