@@ -4,9 +4,8 @@
 
 Per case, one layer of each kind at the same width d: time of forward+backward
 (best of --repeat, after a warm-up) and peak memory of those steps above what
-the inputs already held (CUDA: max allocated; CPU: the process's peak resident
-set, reset through /proc/self/clear_refs once the inputs are built, each
-measurement in a fresh subprocess). Cases marked sparse-only skip the dense
+the inputs already held (:class:`benchmarks.measure.PeakMemory`), each
+measurement in a fresh process. Cases marked sparse-only skip the dense
 layer, whose [B, N, N, d] edge tensor alone is reported instead. Also the
 sparse layer's cost against the number of edges. Prints a table and writes
 benchmarks/results/graph_models.json. Not part of the tests.
@@ -14,13 +13,7 @@ benchmarks/results/graph_models.json. Not part of the tests.
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,6 +22,7 @@ import converters
 from converters.reference_nets import resnet18
 import graphnfn
 from benchmarks.dense_baseline import DenseRelationalAttention, densify
+from benchmarks.measure import PeakMemory, in_fresh_process, write_results
 from graphnfn.nn import EdgePNAConv, SparseRelationalAttention
 
 
@@ -69,11 +63,9 @@ def _layer(kind: str, d: int, heads: int) -> nn.Module:
             "dense-attention": lambda: DenseRelationalAttention(d, heads)}[kind]()
 
 
-def _proc_kib(field: str) -> int:
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
-def measure(kind: str, make, batch_size: int, d: int, heads: int, device: str, repeat: int) -> dict:
+def measure(kind: str, case: str, index: int, d: int, heads: int, device: str, repeat: int) -> dict:
+    """One layer on one case (a CASES name, or "-" for SCALING[index])."""
+    make, batch_size = _case(case, index)
     torch.manual_seed(0)
     graph = converters.to_graph(make())
     batch = graphnfn.collate([graph] * batch_size).to(device)
@@ -89,24 +81,17 @@ def measure(kind: str, make, batch_size: int, d: int, heads: int, device: str, r
     else:
         step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e))  # noqa: E731
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        held = torch.cuda.memory_allocated()
-    else:
-        gc.collect()
-        Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident set (VmHWM) to the current one
-        held = _proc_kib("VmRSS") * 1024
-    step().backward()  # warm-up
-    sync()
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step().backward()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _proc_kib("VmHWM") * 1024) - held
+    with PeakMemory(device) as peak:
+        step().backward()  # warm-up
+        for _ in range(repeat):
+            sync()
+            start = time.perf_counter()
+            step().backward()
+            sync()
+            times.append(time.perf_counter() - start)
     return {"layer": kind, "nodes": graph.num_nodes, "edges": graph.num_edges, "batch": batch_size,
-            "ms": min(times) * 1e3, "peak_mib": peak / 2**20}
+            "ms": min(times) * 1e3, "peak_mib": peak.bytes / 2**20}
 
 
 def _case(case: str, index: int):
@@ -122,15 +107,6 @@ def dense_edge_tensor(case: str, d: int) -> dict:
             "skipped": f"not run: its [B, N, N, d] edge tensor alone is {batch_size * n * n * d * 4 / 2**30:,.0f} GiB"}
 
 
-def _in_subprocess(args: list[str]) -> dict:
-    """CPU peak memory is per process: measure each case in a fresh one."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.graph_models", "--one", *args],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -138,18 +114,10 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/graph_models.json")
-    parser.add_argument("--one", nargs=3, metavar=("LAYER", "CASE", "SCALING_INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        kind, case, index = args.one
-        print(json.dumps(measure(kind, *_case(case, int(index)), args.d, args.heads, args.device, args.repeat)))
-        return
 
     def run(kind: str, case: str, index: int = 0) -> dict:
-        if args.device == "cpu":
-            return _in_subprocess([kind, case, str(index), "--device", "cpu", "--d", str(args.d),
-                                   "--heads", str(args.heads), "--repeat", str(args.repeat)])
-        return measure(kind, *_case(case, index), args.d, args.heads, args.device, args.repeat)
+        return in_fresh_process(measure, kind, case, index, args.d, args.heads, args.device, args.repeat)
 
     rows = [{"case": case, **(run(kind, case) if kind != "dense-attention" or CASES[case][2]
                               else dense_edge_tensor(case, args.d))}
@@ -162,12 +130,8 @@ def main() -> None:
             print(f"{r['case']:<22}{r.get('layer', ''):<18}  {r.get('skipped') or 'failed: ' + r['error']}")
             continue
         print(f"{r['case']:<22}{r['layer']:<18}{r['batch']:>6}{r['nodes']:>7,}{r['edges']:>11,}{r['ms']:>10.1f}{r['peak_mib']:>10.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "d": args.d, "heads": args.heads, "repeat": args.repeat}
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "scaling": scaling}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, args.device, {"d": args.d, "heads": args.heads, "repeat": args.repeat},
+                  rows=rows, scaling=scaling)
 
 
 if __name__ == "__main__":

@@ -8,23 +8,20 @@ Each model's width (``hidden``; ``d_hidden`` for graph models) is chosen so that
 parameter count is as close to ``--budget`` as the width allows. Every (weight space, model)
 pair runs in a fresh process: forward + backward of an invariant readout on a batch of
 random networks, the median of ``--repeat`` timed runs after one warm-up; peak memory is
-torch.cuda.max_memory_allocated on CUDA and the growth of the process's peak RSS during the
-warm-up step on the CPU (which includes allocator slack). Prints a table and writes JSON.
+that of the warm-up step (:class:`benchmarks.measure.PeakMemory`; on the CPU it includes
+allocator slack). Prints a table and writes JSON.
 Not part of the test suite.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks.measure import PeakMemory, in_fresh_process, write_results
 from graphnfn import paramshare as ps
 
 MLP = ps.WeightSpaceSpec(((32, 2), (32, 32), (1, 32)), ((32,), (32,), (1,)))
@@ -96,14 +93,6 @@ def inputs(name: str, spec, batch: int, device: str):
     return graphnfn.collate([converters.to_graph(network(spec, ws, i)) for i in range(batch)]).to(device)
 
 
-def _status_kb(field: str) -> int:
-    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure(space: str, name: str, budget: int, batch: int, repeat: int, device: str, threads: int) -> dict:
     """One (space, model) measurement; meant to run in its own process."""
     torch.set_num_threads(threads)
@@ -119,53 +108,25 @@ def measure(space: str, name: str, budget: int, batch: int, repeat: int, device:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+    with PeakMemory(device) as peak:
         step()
-        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
-        base = _status_kb("VmRSS")
-        step()
-        peak_mb = (_status_kb("VmHWM") - base) / 1024
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     return {"space": space, "model": name, "width": width, "parameters": count(model),
-            "fwd_bwd_ms": 1000 * statistics.median(times), "peak_mb": peak_mb}
-
-
-def _child(queue, args) -> None:
-    try:
-        queue.put(measure(*args))
-    except Exception as e:  # reported in the table, e.g. graph models not installed yet
-        queue.put({"space": args[0], "model": args[1], "error": f"{type(e).__name__}: {e}"})
+            "fwd_bwd_ms": 1000 * statistics.median(times), "peak_mb": peak.bytes / 2**20}
 
 
 def run(budget: int, batch: int, repeat: int, device: str, threads: int) -> list[dict]:
-    ctx = mp.get_context("spawn")
     rows = []
     for space, names in MODELS.items():
         for name in names:
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(queue, (space, name, budget, batch, repeat, device, threads)))
-            proc.start()
-            rows.append(queue.get())
-            proc.join()
+            rows.append({"space": space, "model": name,
+                         **in_fresh_process(measure, space, name, budget, batch, repeat, device, threads)})
             print(_row(rows[-1]), flush=True)
     return rows
-
-
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _row(r: dict) -> str:
@@ -186,13 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'weight space':<32}{'model':<19}{'width':>6}{'params':>11}{'fwd+bwd ms':>12}{'peak MB':>10}")
     rows = run(args.budget, args.batch, args.repeat, args.device, args.threads)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else _cpu_name()
-    meta = {"torch": torch.__version__, "device": device, "threads": args.threads, "batch": args.batch,
-            "budget": args.budget, "repeat": args.repeat}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, args.device, {"threads": args.threads, "batch": args.batch, "budget": args.budget,
+                                          "repeat": args.repeat}, rows=rows)
 
 
 if __name__ == "__main__":

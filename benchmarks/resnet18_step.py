@@ -5,25 +5,19 @@
 
 Time of forward + backward + Adam step (best of --repeat, after a warm-up) and
 the peak memory of those steps above what the graph and model already held
-(CUDA: max allocated; CPU: the peak resident set, reset through
-/proc/self/clear_refs, each backbone in a fresh subprocess). Prints a table and
+(:class:`benchmarks.measure.PeakMemory`), each backbone in a fresh process. Prints a table and
 writes benchmarks/results/resnet18_step.json. Not part of the tests.
 """
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 import converters
 import graphnfn
-from benchmarks.graph_models import _proc_kib
+from benchmarks.measure import PeakMemory, in_fresh_process, write_results
 from converters.reference_nets import resnet18
 from graphnfn.models import GraphNFN
 
@@ -40,24 +34,17 @@ def measure(backbone: str, d: int, layers: int, fourier: int, device: str, repea
         opt.step()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        held = torch.cuda.memory_allocated()
-    else:
-        gc.collect()
-        Path("/proc/self/clear_refs").write_text("5")
-        held = _proc_kib("VmRSS") * 1024
-    step()  # warm-up (also creates Adam's state)
-    sync()
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _proc_kib("VmHWM") * 1024) - held
+    with PeakMemory(device) as peak:
+        step()  # warm-up (also creates Adam's state)
+        for _ in range(repeat):
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
     return {"backbone": backbone, "nodes": batch.num_nodes, "edges": batch.num_edges,
-            "parameters": sum(p.numel() for p in net.parameters()), "s": min(times), "peak_gib": peak / 2**30}
+            "parameters": sum(p.numel() for p in net.parameters()), "s": min(times), "peak_gib": peak.bytes / 2**30}
 
 
 def main() -> None:
@@ -69,21 +56,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--backbones", nargs="+", default=["transformer", "pna"])
     parser.add_argument("--out", default="benchmarks/results/resnet18_step.json")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.backbones[0], args.d, args.layers, args.fourier, args.device, args.repeat)))
-        return
-    rows = []
-    for backbone in args.backbones:
-        if args.device == "cpu":  # the peak resident set is per process
-            out = subprocess.run([sys.executable, "-m", "benchmarks.resnet18_step", "--one", "--backbones", backbone,
-                                  "--d", str(args.d), "--layers", str(args.layers), "--fourier", str(args.fourier),
-                                  "--device", "cpu", "--repeat", str(args.repeat)], capture_output=True, text=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else
-                        {"backbone": backbone, "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]})
-        else:
-            rows.append(measure(backbone, args.d, args.layers, args.fourier, args.device, args.repeat))
+    rows = [{"backbone": backbone, **in_fresh_process(measure, backbone, args.d, args.layers, args.fourier,
+                                                      args.device, args.repeat)}
+            for backbone in args.backbones]
     print(f"device {args.device}, d={args.d}, {args.layers} layers, fourier={args.fourier}, forward+backward+Adam")
     print(f"{'backbone':<14}{'nodes':>8}{'edges':>12}{'parameters':>12}{'s':>8}{'peak GiB':>10}")
     for r in rows:
@@ -91,12 +67,8 @@ def main() -> None:
             print(f"{r['backbone']:<14}  failed: {r['error']}")
             continue
         print(f"{r['backbone']:<14}{r['nodes']:>8,}{r['edges']:>12,}{r['parameters']:>12,}{r['s']:>8.1f}{r['peak_gib']:>10.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "d": args.d, "layers": args.layers, "fourier": args.fourier}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, args.device, {"d": args.d, "layers": args.layers, "fourier": args.fourier,
+                                          "repeat": args.repeat}, rows=rows)
 
 
 if __name__ == "__main__":

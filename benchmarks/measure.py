@@ -1,0 +1,99 @@
+"""What the benchmarks share: the peak memory of a piece of work, one
+measurement per fresh process (a CPU's peak resident set is per process), and
+the results file with the machine it came from."""
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing as mp
+import platform
+from pathlib import Path
+from queue import Empty
+from typing import Callable
+
+import torch
+
+
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: work()`` -> ``peak.bytes``: the most
+    memory the work held above what was held on entry (CUDA: max allocated;
+    CPU: the peak resident set, reset on entry through /proc/self/clear_refs)."""
+
+    def __init__(self, device: str | torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.bytes = 0
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._held = torch.cuda.memory_allocated()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # the peak resident set restarts from the current one
+            self._held = _status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated() - self._held
+        else:
+            self.bytes = _status_kib("VmHWM") * 1024 - self._held
+
+
+def _child(queue, fn: Callable[..., dict], args: tuple) -> None:
+    try:
+        queue.put(fn(*args))
+    except Exception as e:  # reported as the row, e.g. out of memory on a big case
+        queue.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def in_fresh_process(fn: Callable[..., dict], *args) -> dict:
+    """``fn(*args)`` (a module-level function returning a dict) in a new process;
+    a failure, a crash included, comes back as ``{"error": ...}``."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
+    proc.start()
+    row = None
+    while row is None:
+        try:
+            row = queue.get(timeout=1.0)
+        except Empty:
+            if not proc.is_alive():  # killed (e.g. out of memory) or finished: one last look
+                try:
+                    row = queue.get(timeout=1.0)
+                except Empty:
+                    row = {"error": f"the process died (exit code {proc.exitcode})"}
+    proc.join()
+    return row
+
+
+def device_name(device: str | torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def write_results(path: str | Path, device: str | torch.device, config: dict, **sections) -> None:
+    """``{"meta": {device, torch, threads, **config}, **sections}`` as JSON at ``path``."""
+    meta = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(), **config}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, **sections}, indent=2))
+    print(f"wrote {path}")
