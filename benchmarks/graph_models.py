@@ -13,7 +13,6 @@ benchmarks/results/graph_models.json. Not part of the tests.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ import converters
 from converters.reference_nets import resnet18
 import graphnfn
 from benchmarks.dense_baseline import DenseRelationalAttention, densify
-from benchmarks.measure import PeakMemory, in_fresh_process, write_results
+from benchmarks.measure import in_fresh_process, timed, write_results
 from graphnfn.nn import EdgePNAConv, SparseRelationalAttention
 
 
@@ -75,23 +74,14 @@ def measure(kind: str, case: str, index: int, d: int, heads: int, device: str, r
     if kind == "dense-attention":
         hd, ed, mask = densify(h.detach(), e.detach(), batch.edge_index, batch.batch)
         hd.requires_grad_(), ed.requires_grad_()
-        step = lambda: sum(t.sum() for t in layer(hd, ed, mask))  # noqa: E731
+        outputs = lambda: layer(hd, ed, mask)  # noqa: E731
     elif kind == "pna":
-        step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e, batch.batch, batch.num_graphs))  # noqa: E731
+        outputs = lambda: layer(h, batch.edge_index, e, batch.batch, batch.num_graphs)  # noqa: E731
     else:
-        step = lambda: sum(t.sum() for t in layer(h, batch.edge_index, e))  # noqa: E731
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    with PeakMemory(device) as peak:
-        step().backward()  # warm-up
-        for _ in range(repeat):
-            sync()
-            start = time.perf_counter()
-            step().backward()
-            sync()
-            times.append(time.perf_counter() - start)
+        outputs = lambda: layer(h, batch.edge_index, e)  # noqa: E731
+    seconds, peak = timed(lambda: sum(t.sum() for t in outputs()).backward(), repeat, device)
     return {"layer": kind, "nodes": graph.num_nodes, "edges": graph.num_edges, "batch": batch_size,
-            "ms": min(times) * 1e3, "peak_mib": peak.bytes / 2**20}
+            "ms": seconds * 1e3, "peak_mib": peak / 2**20}
 
 
 def _case(case: str, index: int):

@@ -7,6 +7,7 @@ import gc
 import json
 import multiprocessing as mp
 import platform
+import time
 from pathlib import Path
 from queue import Empty
 from typing import Callable
@@ -48,6 +49,22 @@ class PeakMemory:
             self.bytes = torch.cuda.max_memory_allocated() - self._held
         else:
             self.bytes = _status_kib("VmHWM") * 1024 - self._held
+
+
+def timed(step: Callable[[], object], repeat: int, device: str | torch.device) -> tuple[float, int]:
+    """A warm-up call of ``step``, then the best of ``repeat`` timed calls, in
+    seconds; and the peak memory of all of them, in bytes (:class:`PeakMemory`)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    with PeakMemory(device) as peak:
+        step()
+        for _ in range(repeat):
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+    return min(times), peak.bytes
 
 
 def _child(queue, fn: Callable[..., dict], args: tuple) -> None:

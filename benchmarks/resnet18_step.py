@@ -11,13 +11,12 @@ writes benchmarks/results/resnet18_step.json. Not part of the tests.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 import converters
 import graphnfn
-from benchmarks.measure import PeakMemory, in_fresh_process, write_results
+from benchmarks.measure import in_fresh_process, timed, write_results
 from converters.reference_nets import resnet18
 from graphnfn.models import GraphNFN
 
@@ -33,18 +32,9 @@ def measure(backbone: str, d: int, layers: int, fourier: int, device: str, repea
         net(batch).square().mean().backward()
         opt.step()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times = []
-    with PeakMemory(device) as peak:
-        step()  # warm-up (also creates Adam's state)
-        for _ in range(repeat):
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - start)
+    seconds, peak = timed(step, repeat, device)  # the warm-up also creates Adam's state
     return {"backbone": backbone, "nodes": batch.num_nodes, "edges": batch.num_edges,
-            "parameters": sum(p.numel() for p in net.parameters()), "s": min(times), "peak_gib": peak.bytes / 2**30}
+            "parameters": sum(p.numel() for p in net.parameters()), "s": seconds, "peak_gib": peak / 2**30}
 
 
 def main() -> None:
