@@ -56,6 +56,7 @@ def base_config() -> dict[str, Any]:
         "probe": False,            # graph models on MLP/INR zoos: probe features
         "symmetry": None,          # graph models: None, "sign" or "scale" canonical forms
         "augment": False,          # training-time hidden-neuron permutations
+        "zero_output": False,      # editing: the output layer starts at zero, so edits start as the identity
         # how the default zoo is made (None: the maker's default, or the quick size)
         "zoo_seed": 0,
         "zoo_limit": None,         # entries in the zoo
@@ -99,14 +100,15 @@ def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
 
 def build_model(cfg: dict, sample, d_out: int, readout: str, probe_inputs: torch.Tensor | None = None) -> nn.Module:
     """The model named by cfg['model'] for inputs like ``sample`` (a graph or a WeightSpace)."""
+    zero_output = cfg["zero_output"] and readout == "equivariant"
     if family(cfg["model"]) == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if cfg["probe"] else None
         graph_readout = {"invariant": "graph", "equivariant": "edge"}[readout]
         return GraphNFN(d_out, backbone=cfg["model"], readout=graph_readout, d_hidden=cfg["d_hidden"],
                         n_layers=cfg["n_layers"], heads=cfg["heads"], fourier=cfg["fourier"],
                         positional=cfg["positional"], layer_embedding=cfg["layer_embedding"], probe=probe,
-                        symmetry=cfg["symmetry"])
-    return paramshare.build(cfg["model"], sample.spec, d_out, readout, hidden=cfg["d_hidden"])
+                        symmetry=cfg["symmetry"], zero_output=zero_output)
+    return paramshare.build(cfg["model"], sample.spec, d_out, readout, hidden=cfg["d_hidden"], zero_output=zero_output)
 
 
 def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) -> dict[str, list]:

@@ -45,6 +45,8 @@ class GraphNFN(nn.Module):
             canonical form under sign flips of tanh/sine neurons or positive
             scalings of ReLU neurons first (see :mod:`graphnfn.canonical`).
         max_kernel: the widest kernel (values per edge) the model accepts.
+        zero_output: start with the output layer (and the edge readout's bias
+            head) at zero, so that ``edit()`` starts as the identity edit.
         edge_chunk_values: edge features of more values than this (edges x
             features) are encoded a chunk of edges at a time under activation
             checkpointing (see :class:`graphnfn.features.EdgeEncoder`).
@@ -54,7 +56,8 @@ class GraphNFN(nn.Module):
                  n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
-                 max_positions: int = 1024, edge_chunk_values: int = 2**24):
+                 max_positions: int = 1024, zero_output: bool = False,
+                 edge_chunk_values: int = 2**24):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -73,6 +76,10 @@ class GraphNFN(nn.Module):
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # edge readout: a second head edits the biases (see edit())
         self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "edge" else None
+        if zero_output:
+            for head in filter(None, (self.head, self.bias_head)):
+                for param in head[-1].parameters():
+                    nn.init.zeros_(param)
 
     def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int]:
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""

@@ -152,6 +152,19 @@ def test_edge_readout_edits_the_network():
         torch.testing.assert_close(edited[key], value + 1)
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_zero_output_edits_start_at_the_identity_and_learn(backbone):
+    torch.manual_seed(0)
+    g = converters.to_graph(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)))
+    net = GraphNFN(1, backbone=backbone, readout="edge", d_hidden=16, n_layers=2, zero_output=True)
+    for key, value in converters.from_graph(net.edit(g)).items():
+        assert torch.equal(value, converters.from_graph(g)[key])
+    loss = net.edit(g).edge_attr.square().sum() + net.edit(g).x.square().sum()
+    loss.backward()
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    assert not torch.equal(net.edit(g).edge_attr, g.edge_attr) and not torch.equal(net.edit(g).x, g.x)
+
+
 def test_chunked_edge_encoding_equals_the_whole():
     """Large graphs are encoded a chunk of edges at a time under checkpointing:
     same edge states and same gradients as encoding all edges at once."""

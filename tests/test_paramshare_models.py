@@ -118,6 +118,24 @@ def test_each_model_learns_a_weight_space_target(name, readout):
     assert last < 0.5 * first, (first, last)
 
 
+@pytest.mark.parametrize("name", sorted(ps.MODELS))
+def test_zero_output_starts_edits_at_the_identity_and_learns(name):
+    """zero_output: the equivariant output is exactly zero at first (the edit ws + model(ws)
+    is the identity), and one gradient step makes it non-zero again."""
+    torch.manual_seed(0)
+    if name == "transformer-nfn":
+        spec = ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
+    else:
+        spec = ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))
+    data = ps.randn_space(spec, 4)
+    model = ps.build(name, spec, 1, "equivariant", zero_output=True)
+    assert all(torch.all(t == 0) for field in model(data) for t in field)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    _loss(model(data), _target(data, "equivariant")).backward()
+    opt.step()
+    assert any(torch.any(t != 0) for field in model(data) for t in field)
+
+
 # ---- precision, devices, errors ----
 
 @pytest.mark.parametrize("name", sorted(ps.MODELS))

@@ -173,8 +173,16 @@ MODELS: dict[str, tuple[Callable[..., list[nn.Module]], type]] = {
 }
 
 
+def _output_layer(last: nn.Module) -> nn.Module:
+    """The map that makes an equivariant readout's values: the last Linear of an MLP readout
+    (stat's per-entry MLP, flat-mlp's head), else the whole last layer (an equivariant linear
+    layer or channel map: each of its parameters feeds the output directly)."""
+    mlp = last.mlp if isinstance(last, StatEdit) else last
+    return mlp[-1] if isinstance(mlp, nn.Sequential) else last
+
+
 def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_channels: int = 1,
-          **options) -> WeightSpaceModel:
+          zero_output: bool = False, **options) -> WeightSpaceModel:
     """A parameter-sharing model for weight spaces of ``spec``.
 
     Args:
@@ -185,6 +193,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
         readout: "invariant" -> [B, d_out]; "equivariant" -> a space of ``spec`` with ``d_out``
             channels (per-entry deltas).
         in_channels: channels C of the input space.
+        zero_output: equivariant readout: start with the output layer at zero, so that an
+            edit ``ws + model(ws)`` starts as the identity and is learnt from there.
         options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`
             (``scaling="scale"|"sign"``), :func:`magep`, :func:`transformer_nfn`, :func:`stat`,
             :func:`flat_mlp`), e.g. ``hidden=32``.
@@ -201,4 +211,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
         modules = make(spec, d_out, readout, in_channels=in_channels, **options)
     except TypeError as e:  # an unknown option: name the model
         raise TypeError(f"paramshare.build({name!r}): {e}") from e
+    if zero_output and readout == "equivariant":
+        last = next(m for m in reversed(modules) if any(True for _ in m.parameters()))
+        for param in _output_layer(last).parameters():
+            nn.init.zeros_(param)
     return WeightSpaceModel(name, spec, *modules)
