@@ -9,11 +9,9 @@ from torch import nn
 
 import converters
 import graphnfn
-from graphnfn.features import ProbeFeatures
 from graphnfn.models import GraphNFN
+from test_models import BACKBONES, READOUTS, model_for
 
-BACKBONES = ["pna", "transformer"]
-READOUTS = ["graph", "node", "edge"]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
@@ -31,9 +29,7 @@ def mixed_batch(probe: bool) -> graphnfn.NeuralGraph:
 
 
 def model(backbone: str, readout: str, probe: bool) -> GraphNFN:
-    torch.manual_seed(0)
-    return GraphNFN(3, backbone=backbone, readout=readout, d_hidden=16, n_layers=2, heads=2, fourier=4,
-                    probe=ProbeFeatures(4, 6) if probe else None).eval()
+    return model_for(backbone, readout, probe).float()
 
 
 @pytest.mark.parametrize("probe", [False, True])

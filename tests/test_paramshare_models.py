@@ -95,14 +95,18 @@ def _loss(out, target) -> torch.Tensor:
     return sum(((a - b) ** 2).mean() for fa, fb in zip(out, target) for a, b in zip(fa, fb))
 
 
+def _small_spec(name: str):
+    """A small space the model takes: one encoder block, or Conv1d, Linear, Linear."""
+    if name == "transformer-nfn":
+        return ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
+    return ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))
+
+
 @pytest.mark.parametrize("name", sorted(ps.MODELS))
 @pytest.mark.parametrize("readout", ["invariant", "equivariant"])
 def test_each_model_learns_a_weight_space_target(name, readout):
     torch.manual_seed(0)
-    if name == "transformer-nfn":
-        spec = ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
-    else:
-        spec = ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))  # Conv1d, Linear, Linear
+    spec = _small_spec(name)
     data = ps.randn_space(spec, 32, scale=0.5)
     target = _target(data, readout)
     model = ps.build(name, spec, 1, readout)
@@ -123,10 +127,7 @@ def test_zero_output_starts_edits_at_the_identity_and_learns(name):
     """zero_output: the equivariant output is exactly zero at first (the edit ws + model(ws)
     is the identity), and one gradient step makes it non-zero again."""
     torch.manual_seed(0)
-    if name == "transformer-nfn":
-        spec = ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
-    else:
-        spec = ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))
+    spec = _small_spec(name)
     data = ps.randn_space(spec, 4)
     model = ps.build(name, spec, 1, "equivariant", zero_output=True)
     assert all(torch.all(t == 0) for field in model(data) for t in field)
