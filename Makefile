@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# The main job on the embedded digits data: both families on two tasks, one seed each.
-DEMO_MODELS := '["pna","transformer","nfn-hnp","nft","stat","flat-mlp"]'
+# The main job on the embedded digits data: both families and the sanity baselines on two tasks,
+# one seed each: CNN generalization (a real task) and INR classification on the shared-permuted
+# SIREN zoo (a symmetry diagnostic: align-linear shows how far neuron matching alone gets).
+DEMO_MODELS := '["pna","transformer","nfn-hnp","nft","stat","flat-mlp","flat-mlp-aug","align-linear"]'
 demo: $(STAMP)
 	$(BIN)/python -m experiments.compare with task=cnn_generalization models=$(DEMO_MODELS) 'seeds=[0]'
 	$(BIN)/python -m experiments.compare with task=inr_classification models=$(DEMO_MODELS) 'seeds=[0]'

@@ -24,8 +24,9 @@ from torch import nn
 from benchmarks.measure import PeakMemory, in_fresh_process, write_results
 from graphnfn import paramshare as ps
 
-MLP = ps.WeightSpaceSpec(((32, 2), (32, 32), (1, 32)), ((32,), (32,), (1,)))
-CNN = ps.WeightSpaceSpec(((8, 1, 3, 3), (8, 8, 3, 3), (10, 8)), ((8,), (8,), (10,)))
+# the activations of network() below: they decide the monomial models' group
+MLP = ps.WeightSpaceSpec(((32, 2), (32, 32), (1, 32)), ((32,), (32,), (1,)), ("sine", "sine"))
+CNN = ps.WeightSpaceSpec(((8, 1, 3, 3), (8, 8, 3, 3), (10, 8)), ((8,), (8,), (10,)), ("relu", "relu"))
 TRANSFORMER = ps.AttentionSpec.from_dims([(2, 16, 8, 8, 32)])
 SPACES = {"SIREN 2-32-32-1": MLP, "CNN 1-8-8-10 (3x3)": CNN, "encoder block h=2 D=16 D_a=32": TRANSFORMER}
 MODELS = {"SIREN 2-32-32-1": ["nfn-np", "nfn-hnp", "nft", "monomial", "magep", "stat", "flat-mlp", "graph-pna",

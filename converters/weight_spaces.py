@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from graphnfn.graph import EdgeType, NeuralGraph, NodeType
+from graphnfn.graph import Activation, EdgeType, NeuralGraph, NodeType
 from graphnfn.paramshare import AttentionWeightSpace, WeightSpace
 
 from . import ir
@@ -24,9 +24,40 @@ _OUTSIDE = {NodeType.NORM: "BatchNorm layers", NodeType.FLATTEN: "a Flatten of s
             NodeType.CLASS_TOKEN: "class tokens"}
 
 
+def hidden_activations(prog: ir.Program) -> tuple[str, ...] | None:
+    """What each hidden neuron layer of a chain applies between two Linear/Conv layers (the
+    :attr:`WeightSpaceSpec.activations` record), or None when the program does not know
+    (a state_dict: :attr:`Activation.UNKNOWN`).
+
+    Everything between the two layers that can break a symmetry is recorded, in order and
+    joined by "+": activations by name, max pooling as "max_pool" (it commutes with positive
+    scalings but is not odd, so "tanh+max_pool" has no sign symmetry), and any other
+    operation by its type. Average pooling, Flatten and means are linear and act per
+    channel (they commute with every permutation, sign flip and positive scaling), so
+    they are left out; a layer with nothing else is "identity"."""
+    records: list[str] = []
+    maps: list[str] | None = None  # what the current hidden layer applies; None before the first layer
+    for op in prog.ops:
+        if isinstance(op, ir.Layer):
+            if maps is not None:
+                records.append("+".join(maps) or "identity")
+            maps = []
+        elif maps is None or isinstance(op, (ir.Flatten, ir.Mean)) or (isinstance(op, ir.Pool) and op.kind == "avg"):
+            continue
+        elif isinstance(op, ir.Act):
+            if op.kind is Activation.UNKNOWN:
+                return None
+            if op.kind is not Activation.IDENTITY:
+                maps.append(op.kind.name.lower())
+        else:
+            maps.append("max_pool" if isinstance(op, ir.Pool) else type(op).__name__.lower())
+    return tuple(records)  # what follows the last layer acts on the outputs, which no group moves
+
+
 def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
     """weights[l] [1, 1, n_out, n_in(, kernel dims)], biases[l] [1, 1, n_out]
-    (zeros for layers without bias), in the graph's dtype."""
+    (zeros for layers without bias), in the graph's dtype; ``activations`` from
+    :func:`hidden_activations`."""
     for node_type, why in _OUTSIDE.items():
         if bool((g.node_type == node_type).any()):
             raise ConversionError(f"{why} cannot be expressed in a WeightSpace (a chain of Linear/Conv layers); use to_graph")
@@ -46,7 +77,7 @@ def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
         (layer.tensors["bias"][1].to(g.x.dtype) if "bias" in layer.tensors
          else torch.zeros(layer.weight.size(0), dtype=g.x.dtype, device=g.x.device))[None, None]
         for layer in layers)
-    return WeightSpace(weights, biases)
+    return WeightSpace(weights, biases, hidden_activations(prog))
 
 
 def _rows(p: ir.Proj) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -22,11 +23,16 @@ from torch import nn
 from graphnfn import paramshare
 from graphnfn.models import GraphNFN
 from graphnfn.features import ProbeFeatures
-from graphnfn.training import Task, WeightScaler, fit, resolve_device
+from graphnfn.paramshare.align import AlignLinear
+from graphnfn.training import FitResult, Task, WeightScaler, fit, resolve_device, split_batch
 from graphnfn.zoo import WeightAugment, Zoo, graph_loader, weight_space_loader
 
 GRAPH_MODELS = ("pna", "transformer")
 PARAMSHARE_MODELS = ("nfn-np", "nfn-hnp", "nft", "monomial", "magep", "transformer-nfn", "stat", "flat-mlp")
+#: sanity baselines beyond paramshare's stat and flat-mlp: flat-mlp trained on randomly permuted
+#: copies (the literature's augmentation), and neuron matching + a linear model (no learning)
+BASELINES = ("flat-mlp-aug", "align-linear")
+MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
 OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")
 
 
@@ -39,9 +45,10 @@ def base_config() -> dict[str, Any]:
         "data_dir": None,          # where the data set's files are (default: its usual place)
         "zoo": None,               # a zoo directory to use; default: made under zoo_root (one per zoo config)
         "zoo_root": "zoos",
-        "quick": False,            # a small zoo and few epochs: about a minute on a CPU
+        "quick": False,            # a small zoo and few steps: about a minute on a CPU
         "limit": None,             # use at most this many zoo entries per split
-        "epochs": 20,
+        "steps": None,             # optimizer steps, the same for every model (None: the task's default; quick: 50)
+        "eval_every": None,        # validate every this many steps (None: steps // 20); best step -> test
         "batch_size": 64,
         "lr": 1e-3,
         "weight_decay": 0.0,
@@ -50,12 +57,12 @@ def base_config() -> dict[str, Any]:
         "d_hidden": 32,            # graph models: width; paramshare: hidden channels
         "n_layers": 3,
         "heads": 4,
-        "fourier": 16,             # graph models: Fourier frequencies per scalar (0: raw)
+        "fourier": 16,             # both families: Gaussian Fourier frequencies per weight and bias (0: raw)
         "positional": True,
         "layer_embedding": True,
         "probe": False,            # graph models on MLP/INR zoos: probe features
         "symmetry": None,          # graph models: None, "sign" or "scale" canonical forms
-        "augment": False,          # training-time hidden-neuron permutations
+        "augment": False,          # training-time hidden-neuron permutations (always on for flat-mlp-aug)
         "zero_output": False,      # editing: the output layer starts at zero, so edits start as the identity
         # how the default zoo is made (None: the maker's default, or the quick size)
         "zoo_seed": 0,
@@ -76,11 +83,15 @@ def add_default_observer(ex, root: str = "runs") -> None:
 
 
 def family(model: str) -> str:
+    """"graph", "paramshare" (learned on weight spaces) or "align" (the non-learning baseline)."""
     if model in GRAPH_MODELS:
         return "graph"
-    if model in PARAMSHARE_MODELS:
+    if model == "align-linear":
+        return "align"
+    if model in PARAMSHARE_MODELS + BASELINES:
         return "paramshare"
-    raise ValueError(f"unknown model {model!r}: choose a graph model {GRAPH_MODELS} or one of {PARAMSHARE_MODELS}")
+    raise ValueError(f"unknown model {model!r}: choose a graph model {GRAPH_MODELS}, a parameter-sharing model "
+                     f"{PARAMSHARE_MODELS} or a baseline {BASELINES}")
 
 
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
@@ -99,16 +110,26 @@ def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
 
 
 def build_model(cfg: dict, sample, d_out: int, readout: str, probe_inputs: torch.Tensor | None = None) -> nn.Module:
-    """The model named by cfg['model'] for inputs like ``sample`` (a graph or a WeightSpace)."""
+    """The model named by cfg['model'] for inputs like ``sample`` (a graph or a WeightSpace).
+    Both families get the same Fourier encoding of the weights (``fourier``), except where a
+    model's group admits none: positive scaling (monomial/magep on ReLU networks) reads raw
+    weights. ``model.encoding`` says which encoding each model used."""
     zero_output = cfg["zero_output"] and readout == "equivariant"
     if family(cfg["model"]) == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if cfg["probe"] else None
         graph_readout = {"invariant": "graph", "equivariant": "edge"}[readout]
-        return GraphNFN(d_out, backbone=cfg["model"], readout=graph_readout, d_hidden=cfg["d_hidden"],
-                        n_layers=cfg["n_layers"], heads=cfg["heads"], fourier=cfg["fourier"],
-                        positional=cfg["positional"], layer_embedding=cfg["layer_embedding"], probe=probe,
-                        symmetry=cfg["symmetry"], zero_output=zero_output)
-    return paramshare.build(cfg["model"], sample.spec, d_out, readout, hidden=cfg["d_hidden"], zero_output=zero_output)
+        model = GraphNFN(d_out, backbone=cfg["model"], readout=graph_readout, d_hidden=cfg["d_hidden"],
+                         n_layers=cfg["n_layers"], heads=cfg["heads"], fourier=cfg["fourier"],
+                         positional=cfg["positional"], layer_embedding=cfg["layer_embedding"], probe=probe,
+                         symmetry=cfg["symmetry"], zero_output=zero_output)
+        model.encoding = f"fourier{cfg['fourier']}" if cfg["fourier"] else "raw"
+        return model
+    name = "flat-mlp" if cfg["model"] == "flat-mlp-aug" else cfg["model"]
+    fourier = cfg["fourier"]
+    if name in ("monomial", "magep") and paramshare.scaling_of(sample.spec) == "scale":
+        fourier = 0
+    return paramshare.build(name, sample.spec, d_out, readout, hidden=cfg["d_hidden"], fourier=fourier,
+                            zero_output=zero_output)
 
 
 def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) -> dict[str, list]:
@@ -120,7 +141,8 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) ->
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
-        augment = WeightAugment(permute=True) if cfg["augment"] and split == "train" else None
+        augment = (WeightAugment(permute=True) if (cfg["augment"] or cfg["model"] == "flat-mlp-aug") and split == "train"
+                   else None)
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
                          augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
         out[split] = batches if augment is not None else list(batches)
@@ -144,29 +166,60 @@ class _Mapped:
         return len(self.batches)
 
 
-def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module, _run=None) -> dict[str, Any]:
-    """Train ``model`` on the loaders; log every epoch to the Sacred run, save the
-    best checkpoint as an artifact, return the summary the tables are made from."""
+def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None) -> dict[str, Any]:
+    """Train ``model`` for the step budget (or fit the align-linear baseline when ``model`` is
+    None); log every evaluation to the Sacred run, save the best checkpoint as an artifact,
+    return the summary the tables are made from."""
     torch.manual_seed(cfg["seed"])
-    log = _run.log_scalar if _run is not None else None
     start = time.perf_counter()
-    result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, epochs=cfg["epochs"], lr=cfg["lr"],
-                 weight_decay=cfg["weight_decay"], device=cfg["device"], amp=cfg["amp"], log=log)
+    if model is None:
+        result = fit_align_linear(loaders, task)
+        encoding = "raw (aligned)"
+    else:
+        log = _run.log_scalar if _run is not None else None
+        result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, steps=cfg["steps"],
+                     eval_every=cfg["eval_every"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                     device=cfg["device"], amp=cfg["amp"], log=log)
+        encoding = model.encoding
     summary = {
-        "model": cfg["model"], "seed": cfg["seed"], "task": task.name, "metric": task.main,
-        "test": result.test, "val": result.val, "best_epoch": result.best_epoch, "parameters": result.parameters,
-        "train_seconds": result.train_seconds, "wall_seconds": time.perf_counter() - start,
+        "model": cfg["model"], "family": family(cfg["model"]), "encoding": encoding, "seed": cfg["seed"],
+        "task": task.name, "metric": task.main, "higher_is_better": task.higher_is_better, "test": result.test,
+        "val": result.val, "steps": cfg["steps"] if model is not None else None, "best_step": result.best_step,
+        "parameters": result.parameters, "train_seconds": result.train_seconds,
+        "examples_per_second": result.examples_per_second, "wall_seconds": time.perf_counter() - start,
         "peak_memory_mib": result.peak_memory_mib, "device": str(resolve_device(cfg["device"])),
-        "history": result.history,
+        "history": result.history, "options": {k: cfg[k] for k in ("lr", "d_hidden")},
     }
     if _run is not None:
-        path = Path(f"/tmp/graphnfn-{_run._id or 'run'}-{cfg['model']}-{cfg['seed']}.pt")
-        torch.save(result.state_dict, path)
-        _run.add_artifact(str(path), f"best-{cfg['model']}-seed{cfg['seed']}.pt")
-        path.unlink()
+        if result.state_dict:
+            path = Path(f"/tmp/graphnfn-{_run._id or 'run'}-{cfg['model']}-{cfg['seed']}.pt")
+            torch.save(result.state_dict, path)
+            _run.add_artifact(str(path), f"best-{cfg['model']}-seed{cfg['seed']}.pt")
+            path.unlink()
         for k, v in result.test.items():
             _run.log_scalar(f"test_{k}", v)
     return summary
+
+
+def fit_align_linear(loaders: dict, task: Task) -> FitResult:
+    """The align-linear baseline on weight-space loaders, reported like a trained model
+    (regularisation chosen on val; no steps, no state)."""
+    kind = {"classification": "classification", "regression": "regression"}.get(task.name)
+    if kind is None:
+        raise ValueError(f"align-linear has no {task.name} readout (it classifies or regresses)")
+    start = time.perf_counter()
+    baseline = AlignLinear(kind).fit(loaders["train"], loaders["val"])
+    seconds = time.perf_counter() - start
+
+    def score(batches) -> dict[str, float]:
+        preds, ys = zip(*((baseline.predict(inputs), y) for inputs, y in map(split_batch, batches)))
+        pred, y = torch.cat(preds), torch.cat(ys)
+        return {**task.metrics(pred, y), "loss": task.loss(pred, y).item()}
+
+    seen = sum(split_batch(b)[1].size(0) for b in loaders["train"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return FitResult(0, score(loaders["val"]), score(loaders["test"]), seconds, seen / max(seconds, 1e-9), peak,
+                     baseline.num_parameters, [], {})
 
 
 def record(_run, summary: dict[str, Any]) -> float:

@@ -1,28 +1,41 @@
-"""Both model families side by side on one task: same zoo, splits and seeds.
+"""Both model families side by side on one task: same zoo, splits, seeds, input encoding
+and step budget, with the sanity baselines in the same table.
 
     python -m experiments.compare with task=inr_classification dataset=digits \\
-        'models=["pna","transformer","nfn-hnp","nft","stat","flat-mlp"]' 'seeds=[0,1,2]'
+        'models=["pna","transformer","nfn-hnp","nft","stat","flat-mlp","flat-mlp-aug","align-linear"]' \\
+        'seeds=[0,1,2]'
 
-Writes into the run directory (runs/<id>/): results.md (mean +- std of the task
-metric, parameters, training seconds, peak memory), results.json, and plots
-(metric vs parameters, metric vs training time, learning curves). Prints the table.
+Protocol: every model trains for ``steps`` optimizer steps on the same batches; the weights
+of its best validation score are scored on test once. ``tune=K`` first tries the same K
+configurations (lr, width; from ``tune_grid``) for every learned model on the first seed
+and keeps the best on validation. Writes into the run directory (runs/<id>/): results.md
+(mean +- std over seeds, encoding, parameters, steps, throughput; rows whose interval
+overlaps the best's are marked), results.json, and plots. Prints the table.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import statistics
 import tempfile
 from pathlib import Path
 
 from sacred import Experiment
 
-from experiments.common import add_default_observer, base_config
-from experiments.tasks import TASKS, run
+from experiments.common import add_default_observer, base_config, family
+from experiments.tasks import TASKS, describe_zoo, run
 
 ex = Experiment("compare")
 ex.add_config(base_config())
-ex.add_config(task="inr_classification", models=["pna", "transformer", "nfn-hnp", "nft", "stat", "flat-mlp"],
-              seeds=[0, 1, 2], edit="dilate", checkpoints="final")
+ex.add_config(
+    task="inr_classification",  # one of experiments.tasks.TASKS
+    models=["pna", "transformer", "nfn-hnp", "nft", "stat", "flat-mlp", "flat-mlp-aug", "align-linear"],
+    seeds=[0, 1, 2],            # every model runs every seed (init and batch order; the zoo is fixed)
+    tune=0,                     # >0: try this many (lr, d_hidden) configs per learned model on seed 0, keep the best on val
+    tune_grid={"lr": [3e-4, 1e-3, 3e-3], "d_hidden": [16, 32, 64]},
+    tune_seed=0,                # which configs of the grid are drawn (the same for every model)
+    edit="dilate", checkpoints="final")
 add_default_observer(ex)
 
 
@@ -43,18 +56,27 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(results: list[dict]) -> list[dict]:
-    """One row per model: mean and std over seeds of the test metric and the costs."""
+def summarise(results: list[dict], higher_is_better: bool = True) -> list[dict]:
+    """One row per model: mean and std over seeds of the test metric and the costs; ``close``
+    marks the best row and every row whose mean +- std interval overlaps the best's."""
     rows = []
     for model in dict.fromkeys(r["model"] for r in results):
         runs = [r for r in results if r["model"] == model]
         metric = runs[0]["metric"]
         mean, std = _mean_std([r["test"][metric] for r in runs])
-        rows.append({"model": model, "metric": metric, "mean": mean, "std": std, "seeds": len(runs),
-                     "parameters": runs[0]["parameters"],
+        rows.append({"model": model, "family": runs[0]["family"], "encoding": runs[0]["encoding"],
+                     "metric": metric, "mean": mean, "std": std, "seeds": len(runs),
+                     "parameters": runs[0]["parameters"], "steps": runs[0]["steps"],
+                     "options": runs[0]["options"],
                      "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
+                     "examples_per_second": statistics.fmean(r["examples_per_second"] for r in runs),
                      "peak_memory_mib": max(r["peak_memory_mib"] for r in runs),
                      "extra": {k: _mean_std([r["test"][k] for r in runs])[0] for k in runs[0]["test"] if k != metric}})
+    sign = 1 if higher_is_better else -1
+    best = max(rows, key=lambda r: sign * r["mean"])
+    for r in rows:
+        r["best"] = r is best
+        r["close"] = abs(r["mean"] - best["mean"]) <= r["std"] + best["std"]
     return rows
 
 
@@ -62,13 +84,19 @@ def markdown_table(rows: list[dict], title: str) -> str:
     metric = rows[0]["metric"]
     extra = list(rows[0]["extra"])
     lines = [f"### {title}", "",
-             f"| model | test {metric} (mean ± std) | " + " | ".join(f"test {k}" for k in extra)
-             + " | parameters | train s | peak MiB |",
-             "| --- | ---: | " + " | ".join("---:" for _ in extra) + " | ---: | ---: | ---: |"]
+             f"| model | family | encoding | test {metric} (mean ± std) | " + " | ".join(f"test {k}" for k in extra)
+             + " | parameters | steps | train s | networks/s | peak MiB |",
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in extra) + " | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        cells = [f"{r['mean']:.4f} ± {r['std']:.4f}"] + [f"{r['extra'][k]:.4f}" for k in extra]
-        lines.append(f"| {r['model']} | " + " | ".join(cells)
-                     + f" | {r['parameters']:,} | {r['train_seconds']:.1f} | {r['peak_memory_mib']:.0f} |")
+        value = f"{r['mean']:.4f} ± {r['std']:.4f}"
+        value = f"**{value}**" if r["best"] else f"{value} ≈" if r["close"] else value
+        cells = [value] + [f"{r['extra'][k]:.4f}" for k in extra]
+        lines.append(f"| {r['model']} | {r['family']} | {r['encoding']} | " + " | ".join(cells)
+                     + f" | {r['parameters']:,} | {r['steps'] or '-'} | {r['train_seconds']:.1f}"
+                     f" | {r['examples_per_second']:.0f} | {r['peak_memory_mib']:.0f} |")
+    lines += ["", "Bold: the best mean; ≈: mean ± std overlaps the best's (not separable with these seeds). "
+              "align-linear fits no steps (its regularisation is chosen on val). Peak MiB on CPU is the "
+              "process's peak so far."]
     return "\n".join(lines) + "\n"
 
 
@@ -94,10 +122,13 @@ def plot(results: list[dict], rows: list[dict], folder: Path) -> list[Path]:
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
-        curves = [[h[f"val_{metric}"] for h in res["history"]] for res in results if res["model"] == r["model"]]
-        ax.plot([statistics.fmean(v) for v in zip(*curves)], label=r["model"])
-    ax.set_xlabel("epoch")
+        curves = [res["history"] for res in results if res["model"] == r["model"] and res["history"]]
+        if curves:  # align-linear has no training curve
+            steps = [h["step"] for h in curves[0]]
+            ax.plot(steps, [statistics.fmean(h[f"val_{metric}"] for h in at) for at in zip(*curves)], label=r["model"])
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"validation {metric} (mean over seeds)")
+    ax.set_title("Learning curves")
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(folder / "learning_curves.png")
@@ -106,19 +137,56 @@ def plot(results: list[dict], rows: list[dict], folder: Path) -> list[Path]:
     return paths
 
 
+def tuning_configs(cfg: dict) -> list[dict]:
+    """The ``tune`` configurations every learned model tries: drawn once from ``tune_grid``
+    with ``tune_seed``, so every family gets the same ones ([{}] without tuning)."""
+    if not cfg["tune"]:
+        return [{}]
+    keys = sorted(cfg["tune_grid"])
+    unknown = [k for k in keys if k not in cfg]
+    if unknown:
+        raise ValueError(f"tune_grid: {unknown} are not config keys")
+    grid = [dict(zip(keys, values)) for values in itertools.product(*(cfg["tune_grid"][k] for k in keys))]
+    return random.Random(cfg["tune_seed"]).sample(grid, min(cfg["tune"], len(grid)))
+
+
+def check(cfg: dict) -> None:
+    """Every model, task and dataset named before anything trains."""
+    if cfg["task"] not in TASKS:
+        raise ValueError(f"task {cfg['task']!r}: choose one of {sorted(TASKS)}")
+    for model in cfg["models"]:
+        family(model)
+    if "align-linear" in cfg["models"] and TASKS[cfg["task"]].readout != "invariant":
+        raise ValueError(f"align-linear has no {cfg['task']} readout: leave it out of models")
+    if not cfg["seeds"]:
+        raise ValueError("seeds is empty")
+
+
+def run_model(cfg: dict, model: str, _run) -> list[dict]:
+    """All seeds of one model; with ``tune``, its best configuration on validation (first seed) first."""
+    def one(options: dict, seed: int) -> dict:
+        print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
+        return run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], _Prefixed(_run, f"{model}.seed{seed}"))
+
+    configs = tuning_configs(cfg) if family(model) != "align" else [{}]
+    tried = [one(options, cfg["seeds"][0]) for options in configs]
+    sign = 1 if tried[0]["higher_is_better"] else -1
+    best = max(range(len(tried)), key=lambda i: sign * tried[i]["val"][tried[i]["metric"]])
+    results = [tried[best]] + [one(configs[best], seed) for seed in cfg["seeds"][1:]]
+    for r in results:
+        r["tried"] = [{**c, "val": t["val"][t["metric"]]} for c, t in zip(configs, tried)] if cfg["tune"] else []
+    return results
+
+
 @ex.automain
 def main(_run, _config):
     cfg = dict(_config)
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"task {cfg['task']!r}: choose one of {sorted(TASKS)}")
-    results = []
-    for model in cfg["models"]:
-        for seed in cfg["seeds"]:
-            print(f"--- {cfg['task']}: {model}, seed {seed}")
-            results.append(run({**cfg, "model": model, "seed": seed}, cfg["task"], _Prefixed(_run, f"{model}.seed{seed}")))
-    rows = summarise(results)
+    check(cfg)
+    results = [r for model in cfg["models"] for r in run_model(cfg, model, _run)]
+    rows = summarise(results, results[0]["higher_is_better"])
     table = markdown_table(rows, f"{cfg['task']} on {cfg['dataset']}{' (quick)' if cfg['quick'] else ''}, "
-                                 f"seeds {cfg['seeds']}, device {results[0]['device']}")
+                                 f"{describe_zoo(results[0]['zoo'])}; seeds {cfg['seeds']}, "
+                                 f"device {results[0]['device']}" + (f", tune={cfg['tune']}" if cfg["tune"] else ""))
     print(table)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -126,5 +194,5 @@ def main(_run, _config):
         (folder / "results.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
         for path in [folder / "results.md", folder / "results.json", *plot(results, rows, folder)]:
             _run.add_artifact(str(path), path.name)
-    _run.info["rows"] = rows
+    _run.info["rows"], _run.info["runs"] = rows, [{k: v for k, v in r.items() if k != "history"} for r in results]
     return None

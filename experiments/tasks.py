@@ -20,7 +20,7 @@ from graphnfn.zoo import SirenFit, Zoo, coordinate_grid, editing_target, make_cl
 from graphnfn.zoo.makers import SIREN_DEFAULTS
 from graphnfn.zoo.siren import siren_forward
 
-from .common import build_model, ensure_zoo, make_loaders, run_task
+from .common import build_model, ensure_zoo, family, make_loaders, run_task
 
 # Zoo sizes of the default (CPU, minutes) and quick (tests, demo smoke runs) configs,
 # by config key; an explicit zoo_* value wins.
@@ -96,23 +96,24 @@ class TaskDef:
     d_out: Callable[[Zoo], int]
     target: Callable[[dict, Zoo], Any]
     task: Callable[[dict, Zoo], Task]
+    steps: int  # default optimizer-step budget of every model (about 20 passes over the default zoo)
     where: Callable[[dict], bool] | None = None
 
 
 TASKS = {
     "inr_classification": TaskDef(
         "inr_classification", _siren_zoo, "invariant", lambda zoo: 1 + max(r["label"] for r in zoo.records),
-        lambda cfg, zoo: "label", lambda cfg, zoo: classification_task()),
+        lambda cfg, zoo: "label", lambda cfg, zoo: classification_task(), 500),
     "inr_editing": TaskDef(
         "inr_editing", _siren_zoo, "equivariant", lambda zoo: 1,
         lambda cfg, zoo: editing_target(zoo, cfg["edit"], cfg["data_dir"]),
-        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"])),
+        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"]), 500),
     "cnn_generalization": TaskDef(
         "cnn_generalization", _classifier_zoo("cnn"), "invariant", lambda zoo: 1,
-        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task()),
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100),
     "transformer_generalization": TaskDef(
         "transformer_generalization", _classifier_zoo("transformer"), "invariant", lambda zoo: 1,
-        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task()),
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100),
 }
 
 
@@ -126,6 +127,19 @@ def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
     sample = loaders["train"][0] if isinstance(loaders["train"], list) else next(iter(loaders["train"]))
     inputs = sample if not isinstance(sample, (tuple, list)) else sample[0]
     probe_inputs = coordinate_grid(8) if zoo.config.get("kind") == "siren" else None
+    cfg = {**cfg, "steps": cfg["steps"] or (50 if cfg["quick"] else spec.steps)}
     torch.manual_seed(cfg["seed"])
-    model = build_model(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs)
-    return run_task(cfg, spec.task(cfg, zoo), loaders, model, _run)
+    model = None if family(cfg["model"]) == "align" else build_model(cfg, inputs, spec.d_out(zoo), spec.readout,
+                                                                      probe_inputs)
+    summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run)
+    summary["zoo"] = {"path": str(zoo.root), "kind": zoo.config.get("kind"),
+                      "init": zoo.config.get("hparams", {}).get("init")}
+    return summary
+
+
+def describe_zoo(zoo: dict) -> str:
+    """A table title's words for a zoo; a shared-permuted SIREN zoo is named for what it is."""
+    if zoo["init"] == "shared-permuted":
+        return ("shared-permuted SIREN zoo: a symmetry diagnostic, every INR a relabelled copy of one basin's "
+                "solution (align-linear shows how far neuron matching alone gets)")
+    return f"{zoo['init']}-init SIREN zoo" if zoo["kind"] == "siren" else f"{zoo['kind']} zoo"

@@ -6,41 +6,18 @@ input, output and flatten nodes get learned embeddings of their ``position``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .execute import run_graph
+from .fourier import FourierFeatures
 from .graph import ACT_COLS, EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 #: Scalar node columns (everything but position and the activation one-hot).
 NODE_SCALARS = ("bias", "running_mean", "running_var", "act_param", "pool_max", "pool_avg", "causal", "read_token")
 #: Node types whose ``position`` tells them apart (everything else is interchangeable).
 POSITIONED = (NodeType.INPUT, NodeType.OUTPUT, NodeType.FLATTEN, NodeType.POSITION, NodeType.CLASS_TOKEN)
-
-
-class FourierFeatures(nn.Module):
-    """Gaussian Fourier features of scalars (Tancik et al., 2020).
-
-    s [*, C] -> [*, C * (1 + 2F)]: each scalar next to sin(2 pi b_k s) and
-    cos(2 pi b_k s) for F fixed frequencies b_k ~ N(0, sigma^2). ``n_freq=0``
-    passes the scalars through.
-    """
-
-    def __init__(self, n_freq: int = 16, sigma: float = 3.0, seed: int = 0):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("freq", torch.randn(n_freq, generator=gen) * sigma * 2 * math.pi)
-
-    @property
-    def expansion(self) -> int:
-        return 1 + 2 * self.freq.numel()
-
-    def forward(self, s: Tensor) -> Tensor:
-        angles = s.unsqueeze(-1) * self.freq.to(s.dtype)
-        return torch.cat([s.unsqueeze(-1), angles.sin(), angles.cos()], -1).flatten(-2)
 
 
 class ProbeFeatures(nn.Module):

@@ -87,14 +87,12 @@ class GraphNFN(nn.Module):
         dtype = self.norm.weight.dtype
         batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
         num_graphs = data.num_graphs if isinstance(data, Batch) else 1
-        num_layers = _num_layers(data) if self.symmetry or self.nodes.probe is not None else 0
+        num_layers = _num_layers(data) if self.symmetry else 0
         x, edge_attr = x.to(dtype), edge_attr.to(dtype)
+        probe_h = self.probe_features(data) if self.nodes.probe is not None else None
         if self.symmetry:
             x, edge_attr = canonicalize(x, edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
                                         num_layers, self.symmetry)
-        probe_h = None
-        if self.nodes.probe is not None:
-            probe_h = self.nodes.probe(x, edge_index, edge_attr, data.node_type, data.edge_type, data.layer, num_layers)
         h = self.nodes(x, data.node_type, data.layer, probe_h)
         e = self.edges(edge_attr, data.edge_type)
         for layer in self.layers:
@@ -103,6 +101,22 @@ class GraphNFN(nn.Module):
             else:
                 h, e = layer(h, edge_index, e)
         return self.norm(h), e, batch, num_graphs
+
+    def probe_features(self, data: NeuralGraph | Batch) -> Tensor:
+        """[N, P]: every neuron's activation on the probe inputs, computed on the networks as
+        converted: a batch scaled by :class:`graphnfn.training.WeightScaler` is unscaled first
+        (its ``weight_scale`` / ``bias_scale``), since a rescaled network computes another
+        function. With ``symmetry``, on the canonical form, so the features stay invariant."""
+        x, edge_attr = data.x.to(self.norm.weight.dtype), data.edge_attr.to(self.norm.weight.dtype)
+        if getattr(data, "weight_scale", None) is not None:
+            edge_attr = torch.cat([edge_attr[:, :WEIGHT_COL], edge_attr[:, WEIGHT_COL:] * data.weight_scale.unsqueeze(1)], 1)
+            x = x.clone()
+            x[:, NODE_COL["bias"]] = x[:, NODE_COL["bias"]] * data.bias_scale
+        num_layers = _num_layers(data)
+        if self.symmetry:
+            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                        num_layers, self.symmetry)
+        return self.nodes.probe(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer, num_layers)
 
     def forward(self, data: NeuralGraph | Batch) -> Tensor:
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""

@@ -74,10 +74,13 @@ def regression_task() -> Task:
 
 @dataclass
 class FitResult:
-    best_epoch: int
+    """What :func:`fit` returns: the best validation step, its val/test metrics and the costs."""
+
+    best_step: int
     val: dict[str, float]
     test: dict[str, float]
     train_seconds: float
+    examples_per_second: float  # training networks per second (forward + backward + update)
     peak_memory_mib: float
     parameters: int
     history: list[dict[str, float]]
@@ -108,60 +111,81 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, epochs: int = 10,
-        lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", amp: bool = False,
-        log: Callable[[str, float, int], None] | None = None, progress: bool = True) -> FitResult:
-    """Adam with cosine decay for ``epochs``; keeps the weights of the best
-    validation epoch and reports the test metrics there.
+def _forever(batches: Iterable):
+    """The training batches again and again (a fresh pass, so shuffles and augmentations are redrawn)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("fit: the training loader yields no batches")
 
-    ``log(name, value, epoch)`` receives train loss and validation metrics every
-    epoch (Sacred's ``_run.log_scalar`` fits). ``amp``: bfloat16 autocast.
+
+def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, steps: int = 500,
+        eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto",
+        amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True) -> FitResult:
+    """AdamW with cosine decay for ``steps`` optimizer steps (the budget: the same for every
+    model whatever its batch cost), passing over ``train`` as often as needed.
+
+    Every ``eval_every`` steps (default: ``steps // 20``) and after the last, the model is
+    scored on ``val``; the weights of the best validation score are kept and scored on
+    ``test`` once, at the end. ``log(name, value, step)`` receives the mean train loss
+    since the last evaluation and the validation metrics (Sacred's ``_run.log_scalar``
+    fits). ``amp``: bfloat16 autocast.
     """
+    if steps < 1:
+        raise ValueError(f"fit: steps must be >= 1, got {steps}")
+    eval_every = max(1, eval_every or steps // 20)
     dev = resolve_device(device)
     model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(1, epochs * len(train))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     sign = 1 if task.higher_is_better else -1
-    best, best_state, best_epoch, history = -math.inf, None, -1, []
-    seconds = 0.0
-    bar = tqdm(range(epochs), desc=f"{type(model).__name__} {task.name}", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        start, total, count = time.perf_counter(), 0.0, 0
-        for batch in train:
-            inputs, y = split_batch(batch)
-            inputs, y = to_device(inputs, dev), y.to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss = task.loss(task.predict(model, inputs).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            sched.step()
-            total, count = total + loss.item() * y.size(0), count + y.size(0)
+    best, best_state, best_step, history = -math.inf, None, -1, []
+    seconds, seen, total, count = 0.0, 0, 0.0, 0
+    batches = _forever(train)
+    bar = tqdm(range(1, steps + 1), desc=f"{type(model).__name__} {task.name}", disable=not progress, leave=False)
+    model.train()
+    start = time.perf_counter()
+    for step in bar:
+        inputs, y = split_batch(next(batches))
+        inputs, y = to_device(inputs, dev), y.to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = task.loss(task.predict(model, inputs).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        total, count, seen = total + loss.item() * y.size(0), count + y.size(0), seen + y.size(0)
+        if step % eval_every and step != steps:
+            continue
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds += time.perf_counter() - start
         val_metrics = evaluate(model, val, task, dev, amp)
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), **{f"val_{k}": v for k, v in val_metrics.items()}}
+        row = {"step": step, "train_loss": total / count, **{f"val_{k}": v for k, v in val_metrics.items()}}
         history.append(row)
         if log is not None:
             for k, v in row.items():
-                if k != "epoch":
-                    log(k, v, epoch)
+                if k != "step":
+                    log(k, v, step)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{val_metrics[task.main]:.4f}")
         if sign * val_metrics[task.main] > best:
-            best, best_epoch = sign * val_metrics[task.main], epoch
+            best, best_step = sign * val_metrics[task.main], step
             best_state = copy.deepcopy(model.state_dict())
+        total, count = 0.0, 0
+        model.train()
+        start = time.perf_counter()
     model.load_state_dict(best_state)
     # CUDA: peak allocated by this fit; CPU: the process's peak resident set so far
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
-    return FitResult(best_epoch, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
-                     seconds, peak, sum(p.numel() for p in model.parameters()), history,
+    return FitResult(best_step, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
+                     seconds, seen / max(seconds, 1e-9), peak, sum(p.numel() for p in model.parameters()), history,
                      {k: v.detach().cpu() for k, v in best_state.items()})
 
 
@@ -173,7 +197,9 @@ class WeightScaler:
     (permutations, sign flips, positive scalings). Weight spaces (and attention
     weight spaces): one scale per tensor of each field; neuron graphs: one per depth of the target
     node (edges) or node (biases), which is per tensor for a zoo of one
-    architecture. ``scaler(batch)`` returns a scaled copy.
+    architecture. ``scaler(batch)`` returns a scaled copy; a scaled graph batch
+    keeps its divisors in ``weight_scale`` [E] and ``bias_scale`` [N], so that
+    :meth:`graphnfn.models.GraphNFN.probe_features` can run the real network.
     """
 
     def __init__(self, batches: Iterable):
@@ -196,8 +222,8 @@ class WeightScaler:
             for d in torch.unique(inputs.layer).tolist():
                 yield ("w", d), inputs.edge_attr[depth_e == d, WEIGHT_COL:]
                 yield ("b", d), inputs.x[(inputs.layer == d) & has_bias, NODE_COL["bias"]]
-        else:  # WeightSpace / AttentionWeightSpace: named fields, each a tuple of tensors
-            for name, field in zip(inputs._fields, inputs):
+        else:  # WeightSpace / AttentionWeightSpace: named tensor fields (first), each a tuple of tensors
+            for name, field in zip(inputs._fields, inputs.tensor_fields):
                 for i, t in enumerate(field):
                     yield (name, i), t
 
@@ -210,9 +236,13 @@ class WeightScaler:
             depth = int(out.layer.max()) + 1
             w = torch.tensor([self.scales.get(("w", d), 1.0) for d in range(depth)], dtype=out.edge_attr.dtype)
             b = torch.tensor([self.scales.get(("b", d), 1.0) for d in range(depth)], dtype=out.x.dtype)
-            out.edge_attr[:, WEIGHT_COL:] /= w[out.layer[out.edge_index[1]]].unsqueeze(1)
-            out.x[:, NODE_COL["bias"]] /= b[out.layer]
+            # the divisors travel with the batch: probe features run the network as converted
+            out.weight_scale = w[out.layer[out.edge_index[1]]]
+            out.bias_scale = b[out.layer]
+            out.edge_attr[:, WEIGHT_COL:] /= out.weight_scale.unsqueeze(1)
+            out.x[:, NODE_COL["bias"]] /= out.bias_scale
             return out
-        scaled = type(inputs)(*(tuple(t / self.scales.get((name, i), 1.0) for i, t in enumerate(field))
-                                for name, field in zip(inputs._fields, inputs)))
+        # _replace keeps what is not a tensor field (a WeightSpace's activations)
+        scaled = inputs._replace(**{name: tuple(t / self.scales.get((name, i), 1.0) for i, t in enumerate(field))
+                                    for name, field in zip(inputs._fields, inputs.tensor_fields)})
         return scaled, y

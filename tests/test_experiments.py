@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from sacred.observers import FileStorageObserver, SqlObserver
 
-TINY = {"quick": True, "epochs": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
+TINY = {"quick": True, "steps": 4, "eval_every": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
         "device": "cpu"}
 SIREN_TINY = {**TINY, "zoo_limit": 60, "zoo_steps": 30}
 
@@ -19,18 +19,24 @@ def test_compare_writes_table_and_plots(tmp_path):
     from experiments.compare import ex
 
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    models = ["pna", "nfn-hnp", "stat", "flat-mlp-aug", "align-linear"]
     run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_classification",
-                                 "models": ["pna", "stat"], "seeds": [0, 1]})
+                                 "models": models, "seeds": [0, 1]})
     assert run.status == "COMPLETED"
     rows = run.info["rows"]
-    assert [r["model"] for r in rows] == ["pna", "stat"] and all(r["seeds"] == 2 for r in rows)
+    assert [r["model"] for r in rows] == models and all(r["seeds"] == 2 for r in rows)
     assert all(0.0 <= r["mean"] <= 1.0 and r["parameters"] > 0 for r in rows)
+    # the same Fourier inputs for both families; align-linear trains no steps
+    encodings = {r["model"]: r["encoding"] for r in rows}
+    assert encodings["pna"] == "fourier4" and "fourier4" in encodings["nfn-hnp"]
+    assert {r["model"]: r["steps"] for r in rows} == {"pna": 4, "nfn-hnp": 4, "stat": 4, "flat-mlp-aug": 4,
+                                                     "align-linear": None}
     folder = tmp_path / "runs" / str(run._id)
     for name in ("results.md", "results.json", "accuracy_vs_parameters.png", "accuracy_vs_train_seconds.png",
                  "learning_curves.png"):
         assert (folder / name).is_file(), name
     table = (folder / "results.md").read_text()
-    assert "| pna |" in table and "| stat |" in table and "±" in table
+    assert all(f"| {m} |" in table for m in models) and "±" in table and "**" in table
     metrics = json.loads((folder / "metrics.json").read_text())
     assert "pna.seed0.val_accuracy" in metrics and len(metrics["stat.seed1.train_loss"]["values"]) == 2
     config = json.loads((folder / "config.json").read_text())
@@ -51,6 +57,54 @@ def test_task_experiments_record_metrics_and_checkpoint(tmp_path, module, model,
     folder = tmp_path / "runs" / str(run._id)
     assert any(p.name.startswith("best-") for p in folder.iterdir())
     assert summary["parameters"] > 0 and summary["train_seconds"] > 0
+
+
+def test_compare_checks_every_name_before_training(tmp_path):
+    from experiments.compare import ex
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    for bad, message in ((["stat", "nfn-hpn"], "unknown model 'nfn-hpn'"),):
+        with pytest.raises(ValueError, match=message):
+            ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "models": bad, "seeds": [0]})
+    with pytest.raises(ValueError, match="align-linear has no inr_editing readout"):
+        ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_editing",
+                               "models": ["stat", "align-linear"], "seeds": [0]})
+    assert not (tmp_path / "zoos").exists()  # refused before any zoo was made
+
+
+def test_tuning_gives_every_model_the_same_configs_and_keeps_the_best_on_val(tmp_path):
+    from experiments.compare import ex, tuning_configs
+
+    grid = {"lr": [1e-4, 1e-3, 1e-2], "d_hidden": [8, 16]}
+    configs = tuning_configs({"tune": 3, "tune_grid": grid, "tune_seed": 0, "lr": 0, "d_hidden": 0})
+    assert len(configs) == 3 and len({tuple(sorted(c.items())) for c in configs}) == 3
+    assert configs == tuning_configs({"tune": 3, "tune_grid": grid, "tune_seed": 0, "lr": 0, "d_hidden": 0})
+    with pytest.raises(ValueError, match="not config keys"):
+        tuning_configs({"tune": 1, "tune_grid": {"lrr": [1]}, "tune_seed": 0})
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "models": ["stat", "flat-mlp"],
+                                 "seeds": [0, 1], "tune": 3, "tune_grid": grid})
+    for model in ("stat", "flat-mlp"):
+        runs = [r for r in run.info["runs"] if r["model"] == model]
+        tried = runs[0]["tried"]
+        assert [{k: t[k] for k in grid} for t in tried] == configs  # the same configs for every model
+        best = max(tried, key=lambda t: t["val"])
+        assert all(r["options"] == {k: best[k] for k in grid} for r in runs)
+
+
+def test_table_marks_rows_that_overlap_the_best():
+    from experiments.compare import summarise
+
+    def result(model, value, seed):
+        return {"model": model, "family": "graph", "encoding": "raw", "metric": "mse", "test": {"mse": value},
+                "parameters": 1, "steps": 1, "options": {}, "train_seconds": 1.0, "examples_per_second": 1.0,
+                "peak_memory_mib": 1.0, "seed": seed}
+
+    results = [result("a", 0.10, 0), result("a", 0.12, 1), result("b", 0.125, 0), result("b", 0.135, 1),
+               result("c", 0.30, 0), result("c", 0.31, 1)]
+    rows = {r["model"]: r for r in summarise(results, higher_is_better=False)}
+    assert rows["a"]["best"] and rows["b"]["close"] and not rows["c"]["close"]
+    assert not rows["b"]["best"]
 
 
 def test_sql_observer_on_sqlite(tmp_path):

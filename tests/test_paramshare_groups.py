@@ -54,8 +54,9 @@ def attention_specs(draw, max_blocks: int = 2, min_head_dim: int = 1) -> Attenti
 
 def random_space(spec, batch: int = 2, channels: int = 2, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    fields = [tuple(torch.randn(batch, channels, *s, generator=gen, dtype=torch.float64) for s in f) for f in spec]
-    return AttentionWeightSpace(*fields) if isinstance(spec, AttentionSpec) else WeightSpace(*fields)
+    fields = [tuple(torch.randn(batch, channels, *s, generator=gen, dtype=torch.float64) for s in f)
+              for f in spec.tensor_fields]
+    return AttentionWeightSpace(*fields) if isinstance(spec, AttentionSpec) else WeightSpace(*fields, spec.activations)
 
 
 def sample_element(spec: WeightSpaceSpec, group: str, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -90,7 +91,7 @@ def act(ws: WeightSpace, perms, diags) -> WeightSpace:
         scale = (d_out[:, None] / d_in[None, :]).reshape(1, 1, len(d_out), len(d_in), *(1,) * (w.dim() - 4))
         weights.append(w[:, :, p_out][:, :, :, p_in] * scale.to(w.dtype))
         biases.append(b[:, :, p_out] * d_out.to(b.dtype))
-    return WeightSpace(tuple(weights), tuple(biases))
+    return ws._replace(weights=tuple(weights), biases=tuple(biases))
 
 
 def sample_attention_element(spec: AttentionSpec, seed: int) -> list[dict]:
@@ -128,8 +129,8 @@ def act_attention(ws: AttentionWeightSpace, elements: list[dict]) -> AttentionWe
 
 def max_rel_diff(a, b) -> float:
     """max |a - b| / (1 + max |a|) over all tensors of two containers (or two tensors)."""
-    a = [a] if torch.is_tensor(a) else [t for f in a for t in f]
-    b = [b] if torch.is_tensor(b) else [t for f in b for t in f]
+    a = [a] if torch.is_tensor(a) else [t for f in a.tensor_fields for t in f]
+    b = [b] if torch.is_tensor(b) else [t for f in b.tensor_fields for t in f]
     assert [t.shape for t in a] == [t.shape for t in b]
     return max(float((x - y).abs().max()) / (1 + float(x.abs().max())) for x, y in zip(a, b))
 

@@ -8,6 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 import converters
 from graphnfn import paramshare as ps
+from graphnfn.features import EdgeEncoder, NodeEncoder
+from graphnfn.paramshare.containers import tensors
 from nets import mlps, permute_hidden
 from test_paramshare_groups import (
     act, act_attention, attention_specs, max_rel_diff, one_thread, random_space, sample_attention_element,
@@ -24,16 +26,18 @@ CASES = [
     ("magep", {"scaling": "scale"}, "scale"), ("magep", {"scaling": "sign"}, "sign"),
     ("stat", {"hidden": 8}, "np"),
 ]
+# each case raw and with a 4-frequency Fourier encoding, except positive scalings (they refuse one)
+FOURIER_CASES = [(*case, fourier) for case in CASES for fourier in (0, 4) if not (fourier and case[2] == "scale")]
 
 
 @settings(max_examples=8)
 @given(specs(max_layers=3, max_width=3), st.integers(0, 10**6))
-@pytest.mark.parametrize("name, extra, group", CASES)
+@pytest.mark.parametrize("name, extra, group, fourier", FOURIER_CASES)
 @pytest.mark.parametrize("readout", ["invariant", "equivariant"])
-def test_models_respect_their_group(name, extra, group, readout, spec, seed):
+def test_models_respect_their_group(name, extra, group, fourier, readout, spec, seed):
     torch.manual_seed(seed)
     opts = extra if name == "stat" else {**SMALL, **extra}  # stat has a single width
-    model = ps.build(name, spec, d_out=3, readout=readout, in_channels=2, **opts).double()
+    model = ps.build(name, spec, d_out=3, readout=readout, in_channels=2, fourier=fourier, **opts).double()
     ws = random_space(spec, 2, 2, seed)
     g = sample_element(spec, group, seed + 1)
     out, moved = model(ws), model(act(ws, *g))
@@ -47,10 +51,12 @@ def test_models_respect_their_group(name, extra, group, readout, spec, seed):
 
 @settings(max_examples=8)
 @given(attention_specs(), st.integers(0, 10**6))
+@pytest.mark.parametrize("fourier", [0, 4])
 @pytest.mark.parametrize("readout", ["invariant", "equivariant"])
-def test_transformer_nfn_respects_its_group(readout, spec, seed):
+def test_transformer_nfn_respects_its_group(readout, fourier, spec, seed):
     torch.manual_seed(seed)
-    model = ps.build("transformer-nfn", spec, d_out=3, readout=readout, in_channels=2, **SMALL).double()
+    model = ps.build("transformer-nfn", spec, d_out=3, readout=readout, in_channels=2, fourier=fourier,
+                     **SMALL).double()
     ws = random_space(spec, 2, 2, seed)
     g = sample_attention_element(spec, seed + 1)
     out, moved = model(ws), model(act_attention(ws, g))
@@ -75,51 +81,77 @@ def test_invariant_models_agree_on_converted_permuted_networks(model, seed):
     ws = ps.concat([converters.to_weight_space(model), converters.to_weight_space(permuted)], dim=0).to(torch.float64)
     for name in ("nfn-hnp", "nfn-np", "monomial", "magep"):
         torch.manual_seed(seed)
-        out = ps.build(name, ws.spec, 4, **SMALL).double()(ws)
+        # permutations are in both monomial groups: override the one a GELU or SiLU net lacks
+        extra = {"scaling": "scale"} if name in ps.models.MONOMIAL_MODELS else {}
+        out = ps.build(name, ws.spec, 4, **SMALL, **extra).double()(ws)
         assert max_rel_diff(out[0], out[1]) < 1e-9
 
 
-# ---- learning ----
+# ---- the Fourier input encoding ----
 
-def _target(space, readout):
-    """Invariant: 3 x the mean last bias (invariant under every group here);
-    equivariant: the negated space (every model can express it)."""
-    if readout == "equivariant":
-        return space.map(lambda t: -t)
-    return 3 * space[-1][-1].flatten(1).mean(1, keepdim=True)
-
-
-def _loss(out, target) -> torch.Tensor:
-    if torch.is_tensor(out):
-        return ((out - target) ** 2).mean()
-    return sum(((a - b) ** 2).mean() for fa, fb in zip(out, target) for a, b in zip(fa, fb))
-
-
-def _small_spec(name: str):
-    """A small space the model takes: one encoder block, or Conv1d, Linear, Linear."""
-    if name == "transformer-nfn":
-        return ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
-    return ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)))
+def _fourier_spec(name: str):
+    """:func:`_small_spec`, with tanh for the monomial models (positive scalings refuse Fourier)."""
+    spec = _small_spec(name)
+    return spec._replace(activations=("tanh", "tanh")) if name in ps.models.MONOMIAL_MODELS else spec
 
 
 @pytest.mark.parametrize("name", sorted(ps.MODELS))
-@pytest.mark.parametrize("readout", ["invariant", "equivariant"])
-def test_each_model_learns_a_weight_space_target(name, readout):
-    torch.manual_seed(0)
-    spec = _small_spec(name)
-    data = ps.randn_space(spec, 32, scale=0.5)
-    target = _target(data, readout)
-    model = ps.build(name, spec, 1, readout)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with torch.no_grad():
-        first = float(_loss(model(data), target))
-    for _ in range(60):
-        opt.zero_grad()
-        _loss(model(data), target).backward()
-        opt.step()
-    with torch.no_grad():
-        last = float(_loss(model(data), target))
-    assert last < 0.5 * first, (first, last)
+def test_every_model_takes_the_fourier_encoding(name):
+    spec = _fourier_spec(name)
+    data = ps.randn_space(spec, 3, channels=2)
+    model = ps.build(name, spec, 2, in_channels=2, fourier=4)
+    expansion, encoding = {"monomial": (5, "odd-fourier4 (sign group)"), "magep": (5, "odd-fourier4 (sign group)"),
+                           "transformer-nfn": (9, "fourier4 on MLP fields")}.get(name, (9, "fourier4"))
+    assert model.encoding == encoding and isinstance(model.layers[0], ps.FourierEncoding)
+    assert {t.shape[1] for t in tensors(model.layers[0](data))} == {2 * expansion}
+    assert model(data).shape == (3, 2)
+    raw = ps.build(name, spec, 2, in_channels=2)
+    assert raw.encoding == "raw" and not any(isinstance(m, ps.FourierEncoding) for m in raw.modules())
+
+
+def test_fourier_encoding_uses_the_graph_models_features_entry_by_entry():
+    spec = ps.WeightSpaceSpec(((3, 2, 2, 2), (1, 3)), ((3,), (1,)))  # a Conv2d kernel, then a Linear
+    full = ps.FourierEncoding(spec, 2, 4)
+    assert torch.equal(full.weight_features.freq, EdgeEncoder(8, fourier=4).fourier.freq)
+    assert torch.equal(full.bias_features.freq, NodeEncoder(8, fourier=4).fourier.freq)
+    ws = ps.randn_space(spec, 1, channels=2, dtype=torch.float64)
+    out = full(ws)
+    entry = ws.weights[0][0, 1, 2, 0, 1, 1]  # channel 1 of one kernel entry -> channels 9..17
+    assert torch.equal(out.weights[0][0, 9:18, 2, 0, 1, 1], full.weight_features(entry.view(1)))
+    assert torch.equal(out.biases[1][0, 9:18, 0], full.bias_features(ws.biases[1][0, 1, :1]))
+    odd = ps.FourierEncoding(spec, 2, 4, scaling="sign")
+    flipped = ws.map(torch.neg)
+    assert max_rel_diff(odd(flipped), odd(ws).map(torch.neg)) < 1e-12
+    assert max_rel_diff(full(flipped), full(ws).map(torch.neg)) > 0.1  # the cosines are even
+
+
+def test_transformer_nfn_encodes_only_its_mlp_fields():
+    spec = _small_spec("transformer-nfn")
+    ws = ps.randn_space(spec, 2)
+    out = ps.build("transformer-nfn", spec, 1, fourier=4).layers[0](ws)
+    for a, b in zip(ws[:4], out[:4]):  # query, key, value, out: the value, then zeros
+        assert torch.equal(b[0][:, :1], a[0]) and not b[0][:, 1:].any()
+    assert out.mlp_in[0].shape[1] == 9 and not torch.equal(out.mlp_in[0][:, 2], torch.zeros_like(out.mlp_in[0][:, 2]))
+
+
+def test_fourier_is_refused_under_positive_scalings():
+    relu = _small_spec("monomial")
+    for name in ps.models.MONOMIAL_MODELS:
+        with pytest.raises(ValueError, match=rf"build\('{name}'\): FourierEncoding: fourier=4 with the positive-"):
+            ps.build(name, relu, 1, fourier=4)
+    with pytest.raises(ValueError, match="positive-scaling group"):
+        ps.build("monomial", _fourier_spec("monomial"), 1, fourier=4, scaling="scale")
+    with pytest.raises(ValueError, match="fourier must be >= 0"):
+        ps.build("nfn-hnp", relu, 1, fourier=-1)
+
+
+# ---- zero output (learning itself: tests/test_learning.py, held out) ----
+
+def _small_spec(name: str):
+    """A small space the model takes: one encoder block, or Conv1d, Linear, Linear (ReLU)."""
+    if name == "transformer-nfn":
+        return ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
+    return ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)), ("relu", "relu"))
 
 
 @pytest.mark.parametrize("name", sorted(ps.MODELS))
@@ -130,11 +162,13 @@ def test_zero_output_starts_edits_at_the_identity_and_learns(name):
     spec = _small_spec(name)
     data = ps.randn_space(spec, 4)
     model = ps.build(name, spec, 1, "equivariant", zero_output=True)
-    assert all(torch.all(t == 0) for field in model(data) for t in field)
+    assert all(torch.all(t == 0) for field in model(data).tensor_fields for t in field)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    _loss(model(data), _target(data, "equivariant")).backward()
+    # towards the negated space, an edit every model can express
+    sum(((a + b) ** 2).mean() for fa, fb in zip(model(data).tensor_fields, data.tensor_fields)
+        for a, b in zip(fa, fb)).backward()
     opt.step()
-    assert any(torch.any(t != 0) for field in model(data) for t in field)
+    assert any(torch.any(t != 0) for field in model(data).tensor_fields for t in field)
 
 
 # ---- precision, devices, errors ----
@@ -143,8 +177,7 @@ def test_zero_output_starts_edits_at_the_identity_and_learns(name):
 def test_autocast_matches_float32(name):
     """bfloat16 autocast (the CPU path; CUDA uses the same code) stays close to float32."""
     torch.manual_seed(0)
-    spec = (ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)]) if name == "transformer-nfn"
-            else ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,))))
+    spec = _small_spec(name)
     model = ps.build(name, spec, 4).eval()
     ws = ps.randn_space(spec, 8, scale=0.5)
     with torch.no_grad():
@@ -176,7 +209,7 @@ def test_build_refuses_bad_arguments():
 
 
 def test_models_follow_their_inputs_dtype_and_device():
-    spec = ps.WeightSpaceSpec(((3, 2), (1, 3)), ((3,), (1,)))
+    spec = ps.WeightSpaceSpec(((3, 2), (1, 3)), ((3,), (1,)), ("tanh",))
     for name in ("nfn-np", "nft", "magep", "stat"):
         model = ps.build(name, spec, 2).to(torch.float64)
         out = model(ps.randn_space(spec, 2, dtype=torch.float64))

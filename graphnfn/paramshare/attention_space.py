@@ -56,6 +56,11 @@ class AttentionSpec(NamedTuple):
         return cls(*(tuple(shapes) for shapes in zip(*per_block))).validate()
 
     @property
+    def tensor_fields(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """Every field (all describe tensors; the same interface as WeightSpaceSpec)."""
+        return tuple(self)
+
+    @property
     def num_blocks(self) -> int:
         return len(self.query)
 
@@ -85,6 +90,11 @@ class AttentionWeightSpace(NamedTuple):
     mlp_in_bias: tuple[Tensor, ...]
     mlp_out: tuple[Tensor, ...]
     mlp_out_bias: tuple[Tensor, ...]
+
+    @property
+    def tensor_fields(self) -> tuple[tuple[Tensor, ...], ...]:
+        """Every field (all hold tensors; the same interface as WeightSpace)."""
+        return tuple(self)
 
     @property
     def num_blocks(self) -> int:

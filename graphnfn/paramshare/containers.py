@@ -1,6 +1,7 @@
 """Helpers shared by every weight-space container (WeightSpace, AttentionWeightSpace): a
-container is a NamedTuple of fields, each a tuple of tensors [B, C, *shape], and its spec
-is the parallel NamedTuple of shapes."""
+container is a NamedTuple whose ``tensor_fields`` are tuples of tensors [B, C, *shape] (a
+WeightSpace also records its networks' activations), and its spec is the parallel NamedTuple
+of shapes."""
 from __future__ import annotations
 
 import math
@@ -19,25 +20,26 @@ def validated(spec: Spec, where: str) -> Spec:
     """``spec`` as its own type, validated; TypeError naming ``where`` for anything else."""
     if isinstance(spec, AttentionSpec):
         return spec.validate(where)
-    if isinstance(spec, tuple) and len(spec) == 2:
+    if isinstance(spec, tuple) and len(spec) in (2, 3):  # (weight shapes, bias shapes[, activations])
         return WeightSpaceSpec(*spec).validate(where)
     raise TypeError(f"{where}: spec must be a WeightSpaceSpec (ws.spec) or an AttentionSpec, got {type(spec).__name__}")
 
 
 def shapes(spec: Spec) -> list[tuple[int, ...]]:
     """Every tensor's shape (without batch and channel), fields in order."""
-    return [tuple(s) for field in spec for s in field]
+    return [tuple(s) for field in spec.tensor_fields for s in field]
 
 
 def tensors(space: Space) -> list[Tensor]:
-    return [t for field in space for t in field]
+    return [t for field in space.tensor_fields for t in field]
 
 
 def rebuild(spec: Spec, flat: list[Tensor]) -> Space:
-    """The container of ``spec``'s type holding ``flat`` (tensors in :func:`tensors` order)."""
+    """The container of ``spec``'s type holding ``flat`` (tensors in :func:`tensors` order),
+    with ``spec``'s activations."""
     it = iter(flat)
-    fields = [tuple(next(it) for _ in field) for field in spec]
-    return AttentionWeightSpace(*fields) if isinstance(spec, AttentionSpec) else WeightSpace(*fields)
+    fields = [tuple(next(it) for _ in field) for field in spec.tensor_fields]
+    return AttentionWeightSpace(*fields) if isinstance(spec, AttentionSpec) else WeightSpace(*fields, spec.activations)
 
 
 def num_entries(spec: Spec) -> int:

@@ -1,8 +1,30 @@
 """Whole models of the parameter-sharing family and :func:`build`.
 
-Every model is a body (weight space -> weight space features) and a readout: invariant
-(pool -> MLP -> [B, d_out]) or equivariant (a last layer -> a weight space of ``d_out``-channel
-deltas, same spec as the input, for editing).
+Every model is an optional input encoding (:class:`~.encoding.FourierEncoding`), a body
+(weight space -> weight space features) and a readout: invariant (pool -> MLP -> [B, d_out])
+or equivariant (a last layer -> a weight space of ``d_out``-channel deltas, same spec as the
+input, for editing).
+
+Monomial-NFN and uncoupled permutations. Permute hidden layer s's neurons by P in the rows
+of W_{s-1} and b_{s-1} and by a different Q in the columns of W_s: the network computes a
+different function, yet the ``monomial`` invariant model gives the same output under
+positive scalings, and under sign flips unless s = L - 1. Why: a linear layer equivariant
+to a monomial group only combines entries with the same character (the factor D multiplies
+them by, :mod:`.equivariant_linear`). Entry (j, k) of W_{s-1} carries d_j / d_k (d_j if
+s = 1), entry (m, j) of W_s carries d_m / d_j (1 / d_j if s = L - 1), b_{s-1}[j] carries d_j.
+With d > 0 no entry of W_s shares a character with the incoming side; with d = +-1
+(1 / d = d) only the columns W_{L-1}[:, j] do, with b_{L-2}[j] (and W_0[j, :] when L = 2).
+So every layer (and each entrywise nonlinearity) maps the incoming and outgoing tensors of s
+separately, the pool averages each tensor over its own hidden indices, and nothing ties P to Q.
+
+The paper's model (Tran et al., "Monomial Matrix Group Equivariant Neural Functional
+Networks", NeurIPS 2024, arXiv 2409.11697; its equations as restated in a third-party
+summary, since the paper's body was out of reach) is built the same way, so it has this
+blindness too and we keep it: its equivariant layer (ReLU case) maps each interior weight entrywise,
+mixes only over the fixed input (output) index in the first (last) layer and adds the first
+layer's bias to its weights; its invariant layer is MLP o I_P o I_Delta, an entrywise
+scale/sign-invariant map followed by sums over the rows/columns of each tensor on its own.
+MAGEP-NFN (``magep``) multiplies consecutive weights and does see such permutations.
 """
 from __future__ import annotations
 
@@ -16,12 +38,13 @@ from .attention_space import AttentionSpec
 from .baselines import Flatten, StatEdit, StatFeatures, Unflatten
 from .containers import Spec, num_entries, validated
 from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
+from .encoding import FourierEncoding
 from .equivariant_linear import EquivariantLinear, MonomialLinear
 from .magep import MAGEPLayer, PathInvariant
 from .nft import AttentionPool, NPAttention
 from .pooling import InvariantPool, MonomialPool
 from .position import PositionEmbedding
-from .symmetry import HNP, NP, Group
+from .symmetry import HNP, NP, Group, scaling_of
 from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
 from .weight_space import WeightSpaceSpec, check_spec
 
@@ -36,11 +59,12 @@ def mlp_head(d_in: int, d_out: int, hidden: int = 64) -> nn.Sequential:
 
 class WeightSpaceModel(nn.Module):
     """``layers`` applied in order to a weight space of ``spec``; checks the input spec first,
-    so that a wrong network gives an error naming the model and the tensor."""
+    so that a wrong network gives an error naming the model and the tensor. ``encoding``
+    names the input encoding ("raw", "fourier16", ...) for result tables."""
 
-    def __init__(self, name: str, spec: Spec, *layers: nn.Module):
+    def __init__(self, name: str, spec: Spec, *layers: nn.Module, encoding: str = "raw"):
         super().__init__()
-        self.name, self.spec = name, spec
+        self.name, self.spec, self.encoding = name, spec, encoding
         self.layers = nn.Sequential(*layers)
 
     def forward(self, space):
@@ -120,17 +144,21 @@ def _activation(scaling: str) -> nn.Module:
     return nn.ReLU() if scaling == "scale" else nn.Tanh()
 
 
-def monomial(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str = "scale",
+def monomial(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str | None = None,
              hidden: int = 16, depth: int = 3, head_hidden: int = 64) -> list[nn.Module]:
-    """Monomial-NFN: depth x (monomial linear, ReLU or tanh), monomial pool."""
+    """Monomial-NFN: depth x (monomial linear, ReLU or tanh), monomial pool. ``scaling``:
+    "scale" or "sign"; None derives it from ``spec.activations`` (:func:`.symmetry.scaling_of`)."""
+    scaling = scaling or scaling_of(spec)
     layer = partial(MonomialLinear, spec, scaling=scaling)
     body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
     return _readout(readout, body, hidden, MonomialPool(spec, hidden, scaling), layer, d_out, head_hidden)
 
 
-def magep(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str = "scale",
+def magep(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str | None = None,
           hidden: int = 16, depth: int = 2, head_hidden: int = 64) -> list[nn.Module]:
-    """MAGEP-NFN: depth x (polynomial layer, ReLU or tanh), monomial pool + path invariants."""
+    """MAGEP-NFN: depth x (polynomial layer, ReLU or tanh), monomial pool + path invariants.
+    ``scaling`` as in :func:`monomial`."""
+    scaling = scaling or scaling_of(spec)
     layer = partial(MAGEPLayer, spec, scaling=scaling)
     body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
     pool = Concat(MonomialPool(spec, hidden, scaling), PathInvariant(spec, hidden))
@@ -161,6 +189,8 @@ def flat_mlp(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden:
     return [Flatten(), mlp_head(in_channels * num_entries(spec), out.num_features, hidden), out]
 
 
+#: the models whose group scales hidden neurons (``scaling`` option)
+MONOMIAL_MODELS = ("monomial", "magep")
 MODELS: dict[str, tuple[Callable[..., list[nn.Module]], type]] = {
     "nfn-np": (partial(nfn, group=NP), WeightSpaceSpec),
     "nfn-hnp": (partial(nfn, group=HNP), WeightSpaceSpec),
@@ -181,38 +211,68 @@ def _output_layer(last: nn.Module) -> nn.Module:
     return mlp[-1] if isinstance(mlp, nn.Sequential) else last
 
 
+def _group_scaling(name: str, spec: Spec, options: dict) -> tuple[str, Spec]:
+    """(how the model's group acts on hidden neurons: "none", "scale" or "sign"; the spec the
+    model checks its inputs against). Monomial models without an explicit ``scaling`` take
+    it from ``spec.activations`` (and keep them, so a network of other activations is
+    refused); every other model drops the activations, which its group does not depend on."""
+    if name in MONOMIAL_MODELS and options.get("scaling") is None:
+        options["scaling"] = scaling_of(spec)
+        return options["scaling"], spec
+    scaling = options.get("scaling", "none") if name in MONOMIAL_MODELS else "none"
+    return scaling, spec._replace(activations=None) if isinstance(spec, WeightSpaceSpec) else spec
+
+
 def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_channels: int = 1,
-          zero_output: bool = False, **options) -> WeightSpaceModel:
+          zero_output: bool = False, fourier: int = 0, fourier_sigma: float = 3.0, **options) -> WeightSpaceModel:
     """A parameter-sharing model for weight spaces of ``spec``.
 
     Args:
         name: one of ``nfn-np``, ``nfn-hnp``, ``nft``, ``monomial``, ``magep``,
             ``transformer-nfn`` (needs an :class:`AttentionSpec`), ``stat``, ``flat-mlp``.
-        spec: ``ws.spec`` of the inputs (WeightSpaceSpec for MLPs/CNNs, AttentionSpec for transformers).
+        spec: ``ws.spec`` of the inputs (WeightSpaceSpec for MLPs/CNNs, AttentionSpec for
+            transformers). ``monomial`` and ``magep`` take their group from its activations
+            (:func:`.symmetry.scaling_of`: sign flips for sine/tanh networks, positive scalings
+            for ReLU/LeakyReLU ones; ValueError for any other activation, for mixed ones and for
+            unknown ones) unless ``scaling="scale"|"sign"`` overrides it.
         d_out: output width ([B, d_out]) or output channels (equivariant readout).
         readout: "invariant" -> [B, d_out]; "equivariant" -> a space of ``spec`` with ``d_out``
             channels (per-entry deltas).
         in_channels: channels C of the input space.
         zero_output: equivariant readout: start with the output layer at zero, so that an
             edit ``ws + model(ws)`` starts as the identity and is learnt from there.
-        options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`
-            (``scaling="scale"|"sign"``), :func:`magep`, :func:`transformer_nfn`, :func:`stat`,
-            :func:`flat_mlp`), e.g. ``hidden=32``.
+        fourier: F > 0 puts a :class:`~.encoding.FourierEncoding` first: every weight, bias and
+            kernel entry -> Gaussian Fourier features with F frequencies, the graph models'
+            features (C -> C (1 + 2F) channels). Each model stays equivariant to its own group:
+            odd features only under sign flips (C (1 + F) channels), MLP fields only for
+            ``transformer-nfn``, and ValueError under positive scalings (no Fourier encoding
+            commutes with them). ``model.encoding`` names what was used ("raw" for F = 0).
+        fourier_sigma: standard deviation of the frequencies.
+        options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`,
+            :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``.
     """
     if name not in MODELS:
         raise ValueError(f"paramshare.build: unknown model {name!r}; choose from {sorted(MODELS)}")
     if readout not in READOUTS:
         raise ValueError(f"paramshare.build: readout must be one of {READOUTS}, got {readout!r}")
+    if fourier < 0:
+        raise ValueError(f"paramshare.build: fourier must be >= 0, got {fourier}")
     make, spec_type = MODELS[name]
     spec = validated(spec, f"paramshare.build({name!r})")
     if not isinstance(spec, spec_type):
         raise TypeError(f"paramshare.build: {name!r} needs a {spec_type.__name__}, got a {type(spec).__name__}")
     try:
-        modules = make(spec, d_out, readout, in_channels=in_channels, **options)
+        scaling, spec = _group_scaling(name, spec, options)
+        encoder = FourierEncoding(spec, in_channels, fourier, fourier_sigma, scaling) if fourier else None
+    except ValueError as e:
+        raise ValueError(f"paramshare.build({name!r}): {e}") from e
+    try:
+        modules = make(spec, d_out, readout, in_channels=encoder.out_channels if encoder else in_channels, **options)
     except TypeError as e:  # an unknown option: name the model
         raise TypeError(f"paramshare.build({name!r}): {e}") from e
     if zero_output and readout == "equivariant":
         last = next(m for m in reversed(modules) if any(True for _ in m.parameters()))
         for param in _output_layer(last).parameters():
             nn.init.zeros_(param)
-    return WeightSpaceModel(name, spec, *modules)
+    return WeightSpaceModel(name, spec, *([encoder] if encoder else []), *modules,
+                            encoding=encoder.description if encoder else "raw")

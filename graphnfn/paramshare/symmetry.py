@@ -14,6 +14,14 @@ an invertible diagonal D_s, and acts by
     scale (Monomial-NFN) hidden layers permuted and scaled by positive D (ReLU networks)
     sign  (Monomial-NFN) hidden layers permuted and sign-flipped, D = diag(+-1) (sine/tanh networks)
 
+Which group a network has follows from what its hidden neurons apply (``spec.activations``,
+:func:`scaling_of`): a map f commutes with D = diag(d) exactly when f(d z) = d f(z). Odd maps
+(tanh, sine: f(-z) = -f(z)) give the sign group; positively homogeneous maps (ReLU, LeakyReLU,
+max pooling: f(d z) = d f(z) for d > 0) give positive scaling; linear per-channel maps
+(average pooling, flatten of 1x1 maps, dropout at inference) commute with both and are not
+recorded. Anything else (GELU, sigmoid, SiLU, softmax, ...) commutes with neither: such a
+network only has the permutation symmetries.
+
 The canonical layout reshapes every tensor to [B, C * F, *axes] where ``axes`` are its
 permuted neuron dims (descending layer order) and F folds in everything the group does
 not act on: the kernel entries and the fixed (input/output) neuron dims. Equivariant
@@ -27,9 +35,13 @@ from typing import NamedTuple, Sequence
 
 from torch import Tensor
 
-from .weight_space import WeightSpace, WeightSpaceSpec
+from .weight_space import MIXED, WeightSpace, WeightSpaceSpec
 
 SCALINGS = ("none", "scale", "sign")
+#: hidden-layer maps (:attr:`WeightSpaceSpec.activations` names) that commute with sign flips ...
+ODD = frozenset({"identity", "tanh", "sine"})
+#: ... and with positive scalings
+POSITIVELY_HOMOGENEOUS = frozenset({"identity", "relu", "leaky_relu", "max_pool"})
 
 
 class Group(NamedTuple):
@@ -48,6 +60,43 @@ NP = Group(permute_io=True)
 HNP = Group(permute_io=False)
 SCALE = Group(scaling="scale")
 SIGN = Group(scaling="sign")
+
+
+def scaling_of(spec: WeightSpaceSpec) -> str:
+    """The monomial group of the networks of ``spec`` (``ws.spec``), from their activations:
+    ``"sign"`` when every hidden layer applies odd maps (sine, tanh), ``"scale"`` when every
+    one applies positively homogeneous maps (ReLU, LeakyReLU, max pooling). Hidden layers
+    without a nonlinearity fit both; if all do (or there is no hidden layer), ``"scale"``.
+
+    Raises ValueError naming the hidden layer and what it applies when a layer fits neither
+    group (GELU, sigmoid, tanh followed by max pooling, networks of a batch that differ),
+    when the layers need different groups (ReLU in one, tanh in another), and when ``spec``
+    records no activations.
+    """
+    if spec.activations is None:
+        raise ValueError("the spec records no activations (a bare state_dict or a hand-made spec), so the "
+                         "symmetry group is unknown: convert the nn.Module, or pass scaling='scale' (ReLU) "
+                         "or 'sign' (sine/tanh)")
+    fits = {"scale", "sign"}
+    for s, record in enumerate(spec.activations, start=1):
+        where = f"hidden layer {s} (between weights[{s - 1}] and weights[{s}])"
+        maps = set(record.split("+"))
+        layer_fits = {g for g, ok in (("sign", maps <= ODD), ("scale", maps <= POSITIVELY_HOMOGENEOUS)) if ok}
+        if record == MIXED:
+            raise ValueError(f"{where}: its activation differs between the networks of the batch, so they share "
+                             "no monomial group; use networks of one activation, a permutation model "
+                             "(nfn-hnp, nft), or pass scaling='scale'|'sign'")
+        if not layer_fits:
+            raise ValueError(f"{where} applies {record!r}, which is neither odd (sign flips: sine, tanh) nor "
+                             "positively homogeneous (positive scalings: ReLU, LeakyReLU, max pooling), so the "
+                             "network has no monomial symmetry beyond permutations; use a permutation model "
+                             "(nfn-hnp, nft), or pass scaling='scale'|'sign' to override")
+        if not layer_fits & fits:
+            raise ValueError(f"{where} applies {record!r}, which allows only {sorted(layer_fits)}, but an earlier "
+                             f"hidden layer allows only {sorted(fits)}: no single monomial group fits; pass "
+                             "scaling='scale'|'sign' to override")
+        fits &= layer_fits
+    return "scale" if "scale" in fits else "sign"
 
 
 class Slot(NamedTuple):
