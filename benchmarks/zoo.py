@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from graphnfn.zoo import SirenFit, Zoo, make_siren_zoo
-from graphnfn.zoo.makers import SIREN_DEFAULTS, resolve_device
+from graphnfn.devices import resolve_device
+from graphnfn.zoo.makers import SIREN_DEFAULTS
 
 
 def run(dataset: str, count: int, device: str, shard_size: int | None) -> dict:

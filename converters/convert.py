@@ -7,7 +7,7 @@ from typing import Callable, Mapping, TypeVar, Union
 from torch import Tensor, nn
 
 from graphnfn.graph import NeuralGraph
-from graphnfn.paramshare import AttentionWeightSpace, WeightSpace
+from graphnfn.spaces import AttentionWeightSpace, WeightSpace
 
 from .build import build_graph
 from .errors import ConversionError

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from graphnfn.graph import Activation, EdgeType, NeuralGraph, NodeType
-from graphnfn.paramshare import AttentionWeightSpace, WeightSpace
+from graphnfn.spaces import AttentionWeightSpace, WeightSpace
 
 from . import ir
 from .errors import ConversionError

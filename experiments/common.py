@@ -24,7 +24,8 @@ from graphnfn import paramshare
 from graphnfn.models import GraphNFN
 from graphnfn.features import ProbeFeatures
 from graphnfn.paramshare.align import AlignLinear
-from graphnfn.training import FitResult, Task, WeightScaler, fit, resolve_device, split_batch
+from graphnfn.devices import resolve_device
+from graphnfn.training import FitResult, Task, WeightScaler, fit, split_batch
 from graphnfn.zoo import WeightAugment, Zoo, graph_loader, weight_space_loader
 
 GRAPH_MODELS = ("pna", "transformer")

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from .devices import resolve_device
+
 
 def split_batch(batch) -> tuple[object, Tensor]:
     """(model input, targets) of a graph Batch or a (WeightSpace, targets) pair."""
@@ -102,13 +104,6 @@ def evaluate(model: nn.Module, loader: Iterable, task: Task, device: torch.devic
         ys.append(y.cpu())
     preds_all, ys_all = torch.cat(preds), torch.cat(ys)
     return {**task.metrics(preds_all, ys_all), "loss": sum(losses) / len(ys_all)}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _forever(batches: Iterable):

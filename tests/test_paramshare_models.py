@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import converters
 from graphnfn import paramshare as ps
 from graphnfn.features import EdgeEncoder, NodeEncoder
-from graphnfn.paramshare.containers import tensors
+from graphnfn.spaces import tensors
 from nets import mlps, permute_hidden
 from test_paramshare_groups import (
     act, act_attention, attention_specs, max_rel_diff, one_thread, random_space, sample_attention_element,

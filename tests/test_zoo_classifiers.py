@@ -7,7 +7,7 @@ import converters
 from graphnfn.zoo import Zoo, graph_loader, make_classifier_zoo, make_cnn, make_vit, weight_space_loader
 from graphnfn.zoo import cnn, vit
 from graphnfn.zoo.makers import network_splits
-from graphnfn.zoo.training import checkpoint_epochs
+from graphnfn.zoo.classifier_training import checkpoint_epochs
 from test_zoo_common import one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -106,12 +106,12 @@ def test_tiny_classifier_zoo(tmp_path, kind):
         assert r["label"] == r["metrics"]["test_accuracy"] and r["final"] == (r["epoch"] == 2) and r["finite"]
     # each checkpoint's stored weights reproduce its recorded test accuracy
     from graphnfn.datasets import load_digits
-    from graphnfn.zoo.training import evaluate
+    from graphnfn.zoo.classifier_training import score_classifier
 
     data = load_digits()
     test = data.train_test["test"]
     i = 4
-    acc, _ = evaluate(zoo.module(i), data.images[test] * 2 - 1, data.labels[test])
+    acc, _ = score_classifier(zoo.module(i), data.images[test] * 2 - 1, data.labels[test])
     assert acc == pytest.approx(zoo.records[i]["metrics"]["test_accuracy"])
     # checkpoints of one network differ, hyperparameters of networks differ
     assert not torch.equal(zoo.state_dict(0)[next(iter(zoo.state_dict(0)))], zoo.state_dict(2)[next(iter(zoo.state_dict(2)))])

@@ -1,13 +1,16 @@
 """Parameter-sharing neural functionals (NFN, NFT, Monomial-NFN, MAGEP-NFN, Transformer-NFN),
-the statistics and flat-MLP baselines, and their weight spaces.
+the statistics, flat-MLP and align-linear baselines; the weight spaces they read live in
+:mod:`graphnfn.spaces` and are re-exported here.
 
     net = graphnfn.paramshare.build("nfn-hnp", ws.spec, d_out=10)   # [B, 10]
     net = graphnfn.paramshare.build("monomial", ws.spec, 10, fourier=16)  # group from ws.spec.activations
 """
+from ..spaces import (  # the data types live below both families; re-exported for the public API
+    MIXED, AttentionSpec, AttentionWeightSpace, BlockDims, WeightSpace, WeightSpaceSpec, check_spec, concat, flatten,
+    merge_activations, randn_space, unflatten,
+)
 from .align import AlignLinear, align
-from .attention_space import AttentionSpec, AttentionWeightSpace, BlockDims
 from .baselines import StatEdit, StatFeatures
-from .containers import flatten, randn_space, unflatten
 from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
 from .encoding import FourierEncoding
 from .equivariant_linear import EquivariantLinear, HNPLinear, MonomialLinear, NPLinear
@@ -18,7 +21,6 @@ from .pooling import HNPPool, InvariantPool, MonomialPool, NPPool
 from .position import PositionEmbedding
 from .symmetry import HNP, NP, SCALE, SIGN, Group, Layout, scaling_of
 from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
-from .weight_space import MIXED, WeightSpace, WeightSpaceSpec, check_spec, concat, merge_activations
 
 __all__ = [
     "align", "AlignLinear",

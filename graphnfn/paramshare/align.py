@@ -64,9 +64,7 @@ from torch import Tensor
 
 from graphnfn.training import accuracy, regression_metrics
 
-from .attention_space import AttentionWeightSpace
-from .containers import flatten, tensors
-from .weight_space import WeightSpace
+from ..spaces import AttentionWeightSpace, WeightSpace, flatten, tensors
 
 #: default refinement sweeps of weight matching after the forward pass (see the module docstring)
 ROUNDS = 0

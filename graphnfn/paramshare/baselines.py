@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .containers import Spec, flatten, num_entries, rebuild, shapes, tensors, unflatten
+from ..spaces import Spec, flatten, num_entries, rebuild, shapes, tensors, unflatten
 from .elementwise import from_entries, to_entries
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
-from .weight_space import WeightSpace, WeightSpaceSpec
+from ..spaces import WeightSpace, WeightSpaceSpec
 
 
 def to_entries(x: Tensor, kernel_dims: int) -> Tensor:

@@ -31,9 +31,7 @@ from torch import Tensor, nn
 
 from graphnfn.fourier import FourierFeatures
 
-from .attention_space import AttentionSpec, AttentionWeightSpace
-from .containers import Spec
-from .weight_space import WeightSpace
+from ..spaces import AttentionSpec, AttentionWeightSpace, Spec, WeightSpace
 
 #: the graph models' frequency seeds: EdgeEncoder (weights, kernel values), NodeEncoder (biases)
 WEIGHT_SEED, BIAS_SEED = 1, 0

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .symmetry import HNP, NP, Group, Layout, Slot
-from .weight_space import WeightSpace, WeightSpaceSpec, check_spec
+from ..spaces import WeightSpace, WeightSpaceSpec, check_spec
 
 
 def channel_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .equivariant_linear import MonomialLinear
-from .weight_space import WeightSpace, WeightSpaceSpec
+from ..spaces import WeightSpace, WeightSpaceSpec
 
 
 def paths(ws: WeightSpace) -> tuple[list[Tensor], list[Tensor]]:

@@ -34,9 +34,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .attention_space import AttentionSpec
+from ..spaces import AttentionSpec, Spec, WeightSpaceSpec, check_spec, num_entries, validated
 from .baselines import Flatten, StatEdit, StatFeatures, Unflatten
-from .containers import Spec, num_entries, validated
 from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
 from .encoding import FourierEncoding
 from .equivariant_linear import EquivariantLinear, MonomialLinear
@@ -46,7 +45,6 @@ from .pooling import InvariantPool, MonomialPool
 from .position import PositionEmbedding
 from .symmetry import HNP, NP, Group, scaling_of
 from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
-from .weight_space import WeightSpaceSpec, check_spec
 
 READOUTS = ("invariant", "equivariant")
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .elementwise import from_entries, tensor_kernels, to_entries
-from .weight_space import WeightSpace, WeightSpaceSpec
+from ..spaces import WeightSpace, WeightSpaceSpec
 
 
 def _heads(x: Tensor, heads: int) -> Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .symmetry import HNP, NP, SCALE, SIGN, Group, Layout
-from .weight_space import WeightSpace, WeightSpaceSpec, check_spec
+from ..spaces import WeightSpace, WeightSpaceSpec, check_spec
 
 
 class InvariantPool(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .weight_space import WeightSpace, WeightSpaceSpec
+from ..spaces import WeightSpace, WeightSpaceSpec
 
 
 class PositionEmbedding(nn.Module):

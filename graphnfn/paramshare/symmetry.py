@@ -35,7 +35,7 @@ from typing import NamedTuple, Sequence
 
 from torch import Tensor
 
-from .weight_space import MIXED, WeightSpace, WeightSpaceSpec
+from ..spaces import MIXED, WeightSpace, WeightSpaceSpec
 
 SCALINGS = ("none", "scale", "sign")
 #: hidden-layer maps (:attr:`WeightSpaceSpec.activations` names) that commute with sign flips ...

@@ -34,11 +34,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention_space import AttentionSpec, AttentionWeightSpace
+from ..spaces import AttentionSpec, AttentionWeightSpace, WeightSpace, WeightSpaceSpec, check_spec
 from .equivariant_linear import EquivariantLinear
 from .pooling import HNPPool
 from .symmetry import HNP
-from .weight_space import WeightSpace, WeightSpaceSpec, check_spec
 
 
 def mlp_spec(spec: AttentionSpec, block: int) -> WeightSpaceSpec:

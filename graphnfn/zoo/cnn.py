@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .training import choice, log_uniform
+from .classifier_training import choice, log_uniform
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -20,11 +20,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from graphnfn.datasets import ImageData, load_dataset
+from graphnfn.devices import resolve_device
 
 from . import cnn, vit
 from .siren import permute_hidden, SIREN_WIDTHS, SirenFit, fit_sirens, fit_targets, init_sirens, siren_keys
 from .store import ZooWriter, stack_state_dicts
-from .training import checkpoint_epochs, train_classifier
+from .classifier_training import checkpoint_epochs, train_classifier
 
 INITS = ("independent", "shared", "shared-permuted")
 #: SIREN zoo defaults per data set (the command line fills options left out from here)
@@ -44,14 +45,6 @@ CLASSIFIER_SPLIT = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 def derive_seed(*parts: int) -> int:
     """A 32-bit seed from integers (numpy's SeedSequence hashing: distinct inputs, unrelated streams)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def _run_shards(writer: ZooWriter, n_items: int, shard_size: int, unit: str, progress: bool,
@@ -172,7 +165,7 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
                         progress: bool = True) -> Path:
     """Train ``networks`` classifiers (``kind`` = ``cnn`` or ``transformer``), each
     with its own hyperparameter draw, and store the weights and metrics of every
-    checkpoint epoch (:func:`graphnfn.zoo.training.checkpoint_epochs`). Each
+    checkpoint epoch (:func:`graphnfn.zoo.classifier_training.checkpoint_epochs`). Each
     network is trained on the data set's train images (scaled to [-1, 1], as
     the Small CNN Zoo) and scored on its test images; the manifest's ``label``
     is the checkpoint's test accuracy, ``finite`` tells whether its weights are

@@ -132,13 +132,13 @@ class SirenFit:
     eps: float = 1e-8
 
 
-class FitResult(NamedTuple):
+class SirenFitResult(NamedTuple):
     params: list[Tensor]  # siren_keys order, [B, ...]
     psnr: Tensor  # [B] dB of the returned parameters
     steps: Tensor  # [B] Adam steps each INR took
 
 
-def fit_sirens(init: Sequence[Tensor], targets: Tensor, fit: SirenFit, progress: bool = False) -> FitResult:
+def fit_sirens(init: Sequence[Tensor], targets: Tensor, fit: SirenFit, progress: bool = False) -> SirenFitResult:
     """Fit B SIRENs at once.
 
     Args:
@@ -203,4 +203,4 @@ def fit_sirens(init: Sequence[Tensor], targets: Tensor, fit: SirenFit, progress:
                 denom = (vt / (1 - beta2 ** t)).sqrt_().add_(fit.eps)
                 p.addcdiv_(mt, denom, value=-fit.lr / (1 - beta1 ** t))
     bar.close()
-    return FitResult(out_params, out_psnr, out_steps)
+    return SirenFitResult(out_params, out_psnr, out_steps)

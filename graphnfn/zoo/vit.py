@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .training import choice
+from .classifier_training import choice
 
 
 class Attention(nn.Module):

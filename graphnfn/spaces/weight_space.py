@@ -6,7 +6,7 @@ For an L-layer MLP or CNN with C feature channels per weight:
     activations (optional, not a tensor) what each hidden neuron layer applies, see
                 :class:`WeightSpaceSpec`; None when unknown
 
-The activations decide the monomial symmetry group (:func:`.symmetry.scaling_of`). When
+The activations decide the monomial symmetry group (:func:`graphnfn.paramshare.scaling_of`). When
 spaces are put together (:func:`concat`, ``+``) the record stays sound: a hidden layer
 whose networks differ becomes :data:`MIXED`, and a batch with an unknown network is unknown.
 """

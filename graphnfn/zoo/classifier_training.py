@@ -32,7 +32,7 @@ def choice(gen: torch.Generator, options):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1024) -> tuple[float, float]:
+def score_classifier(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1024) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``model`` in eval mode."""
     model.eval()
     correct, loss = 0, 0.0
@@ -62,8 +62,8 @@ def train_classifier(model: nn.Module, hparams: Mapping, data: Mapping[str, tupl
     checkpoints = checkpoint_epochs(epochs)
     for epoch in range(epochs + 1):
         if epoch in checkpoints:
-            train_acc, train_loss = evaluate(model, train_x, train_y)
-            test_acc, test_loss = evaluate(model, *data["test"])
+            train_acc, train_loss = score_classifier(model, train_x, train_y)
+            test_acc, test_loss = score_classifier(model, *data["test"])
             yield epoch, {"train_accuracy": train_acc, "train_loss": train_loss,
                           "test_accuracy": test_acc, "test_loss": test_loss}
         if epoch == epochs:
