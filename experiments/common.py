@@ -1,5 +1,5 @@
-"""What every experiment shares: its default config, making (or reusing) the zoo,
-building a model of either family by name, the loaders, and one training run.
+"""What every experiment shares: the model names, making (or reusing) the zoo, building a
+model of either family by name, the loaders, and one training run.
 
 The experiments are Sacred files (``python -m experiments.<task> with key=value``);
 :func:`run_task` is also what :mod:`experiments.compare` calls for each model
@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from sacred.observers import FileStorageObserver
 from torch import nn
 
 from graphnfn import paramshare
@@ -34,53 +31,6 @@ PARAMSHARE_MODELS = ("nfn-np", "nfn-hnp", "nft", "monomial", "magep", "transform
 #: copies (the literature's augmentation), and neuron matching + a linear model (no learning)
 BASELINES = ("flat-mlp-aug", "align-linear")
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
-OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")
-
-
-def base_config() -> dict[str, Any]:
-    """Config keys shared by every task (each task adds and overrides its own)."""
-    return {
-        "seed": 0,                 # model initialisation and batch order (the zoo has its own seed)
-        "model": "pna",            # a graph model (pna, transformer) or a paramshare name (nfn-hnp, nft, ...)
-        "dataset": "digits",       # digits (embedded) or fashion-mnist (IDX files, see README)
-        "data_dir": None,          # where the data set's files are (default: its usual place)
-        "zoo": None,               # a zoo directory to use; default: made under zoo_root (one per zoo config)
-        "zoo_root": "zoos",
-        "quick": False,            # a small zoo and few steps: about a minute on a CPU
-        "limit": None,             # use at most this many zoo entries per split
-        "steps": None,             # optimizer steps, the same for every model (None: the task's default; quick: 50)
-        "eval_every": None,        # validate every this many steps (None: steps // 20); best step -> test
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "device": "auto",          # auto, cpu, cuda
-        "amp": False,              # bfloat16 autocast
-        "d_hidden": 32,            # graph models: width; paramshare: hidden channels
-        "n_layers": 3,
-        "heads": 4,
-        "fourier": 16,             # both families: Gaussian Fourier frequencies per weight and bias (0: raw)
-        "positional": True,
-        "layer_embedding": True,
-        "probe": False,            # graph models on MLP/INR zoos: probe features
-        "symmetry": None,          # graph models: None, "sign" or "scale" canonical forms
-        "augment": False,          # training-time hidden-neuron permutations (always on for flat-mlp-aug)
-        "zero_output": False,      # editing: the output layer starts at zero, so edits start as the identity
-        # how the default zoo is made (None: the maker's default, or the quick size)
-        "zoo_seed": 0,
-        "zoo_limit": None,         # entries in the zoo
-        "zoo_steps": None,         # SIREN fitting steps
-        "zoo_init": None,          # SIREN init: independent or shared
-        "zoo_resolution": None,    # SIREN: fit images resized to R x R
-        "zoo_per_image": None,     # SIREN: INRs per image
-        "zoo_networks": None,      # CNN / transformer zoos: networks
-        "zoo_epochs": None,        # CNN / transformer zoos: training epochs
-    }
-
-
-def add_default_observer(ex, root: str = "runs") -> None:
-    """FileStorageObserver under ``runs/`` unless the command line names an observer."""
-    if not any(arg in OBSERVER_FLAGS or arg.startswith(OBSERVER_FLAGS) for arg in sys.argv[1:]):
-        ex.observers.append(FileStorageObserver(os.environ.get("GRAPHNFN_RUNS", root)))
 
 
 def family(model: str) -> str:
@@ -142,8 +92,8 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) ->
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
-        augment = (WeightAugment(permute=True) if (cfg["augment"] or cfg["model"] == "flat-mlp-aug") and split == "train"
-                   else None)
+        permute = cfg["augment"] or cfg["model"] == "flat-mlp-aug"
+        augment = WeightAugment(permute=True) if permute and split == "train" else None
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
                          augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
         out[split] = batches if augment is not None else list(batches)
@@ -221,10 +171,3 @@ def fit_align_linear(loaders: dict, task: Task) -> FitResult:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return FitResult(0, score(loaders["val"]), score(loaders["test"]), seconds, seen / max(seconds, 1e-9), peak,
                      baseline.num_parameters, [], {})
-
-
-def record(_run, summary: dict[str, Any]) -> float:
-    """Keep the whole summary in the run's info (JSON in every observer) and return
-    the task metric: Sacred's result, which its SQL observer stores as a number."""
-    _run.info["summary"] = summary
-    return summary["test"][summary["metric"]]

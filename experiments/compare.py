@@ -19,24 +19,24 @@ import json
 import random
 import statistics
 import tempfile
+import traceback
 from pathlib import Path
 
-from sacred import Experiment
+from experiments.common import family
+from experiments.config import check_config, new_experiment, run_directory
+from experiments.tasks import classifier_config, describe_zoo, editing_config, run
 
-from experiments.common import add_default_observer, base_config, family
-from experiments.tasks import TASKS, describe_zoo, run
 
-ex = Experiment("compare")
-ex.add_config(base_config())
-ex.add_config(
-    task="inr_classification",  # one of experiments.tasks.TASKS
-    models=["pna", "transformer", "nfn-hnp", "nft", "stat", "flat-mlp", "flat-mlp-aug", "align-linear"],
-    seeds=[0, 1, 2],            # every model runs every seed (init and batch order; the zoo is fixed)
-    tune=0,                     # >0: try this many (lr, d_hidden) configs per learned model on seed 0, keep the best on val
-    tune_grid={"lr": [3e-4, 1e-3, 3e-3], "d_hidden": [16, 32, 64]},
-    tune_seed=0,                # which configs of the grid are drawn (the same for every model)
-    edit="dilate", checkpoints="final")
-add_default_observer(ex)
+def compare_config():
+    task = "inr_classification"  # one of experiments.tasks.TASKS
+    models = ["pna", "transformer", "nfn-hnp", "nft", "stat", "flat-mlp", "flat-mlp-aug", "align-linear"]  # rows
+    seeds = [0, 1, 2]  # every model runs every seed (init and batch order; the zoo is fixed)
+    tune = 0  # > 0: try this many (lr, d_hidden) configs per learned model on the first seed, keep the best on val
+    tune_grid = {"lr": [3e-4, 1e-3, 3e-3], "d_hidden": [16, 32, 64]}  # where the tune configs are drawn from
+    tune_seed = 0  # which configs of the grid are drawn (the same ones for every model)
+
+
+ex = new_experiment("compare", compare_config, editing_config, classifier_config)
 
 
 class _Prefixed:
@@ -86,7 +86,7 @@ def markdown_table(rows: list[dict], title: str) -> str:
     lines = [f"### {title}", "",
              f"| model | family | encoding | test {metric} (mean ± std) | " + " | ".join(f"test {k}" for k in extra)
              + " | parameters | steps | train s | networks/s | peak MiB |",
-             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in extra) + " | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in extra) + " |" + " ---: |" * 5]
     for r in rows:
         value = f"{r['mean']:.4f} ± {r['std']:.4f}"
         value = f"**{value}**" if r["best"] else f"{value} ≈" if r["close"] else value
@@ -150,23 +150,12 @@ def tuning_configs(cfg: dict) -> list[dict]:
     return random.Random(cfg["tune_seed"]).sample(grid, min(cfg["tune"], len(grid)))
 
 
-def check(cfg: dict) -> None:
-    """Every model, task and dataset named before anything trains."""
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"task {cfg['task']!r}: choose one of {sorted(TASKS)}")
-    for model in cfg["models"]:
-        family(model)
-    if "align-linear" in cfg["models"] and TASKS[cfg["task"]].readout != "invariant":
-        raise ValueError(f"align-linear has no {cfg['task']} readout: leave it out of models")
-    if not cfg["seeds"]:
-        raise ValueError("seeds is empty")
-
-
 def run_model(cfg: dict, model: str, _run) -> list[dict]:
     """All seeds of one model; with ``tune``, its best configuration on validation (first seed) first."""
     def one(options: dict, seed: int) -> dict:
         print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
-        return run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], _Prefixed(_run, f"{model}.seed{seed}"))
+        prefixed = _Prefixed(_run, f"{model}.seed{seed}")
+        return run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
 
     configs = tuning_configs(cfg) if family(model) != "align" else [{}]
     tried = [one(options, cfg["seeds"][0]) for options in configs]
@@ -178,21 +167,47 @@ def run_model(cfg: dict, model: str, _run) -> list[dict]:
     return results
 
 
-@ex.automain
-def main(_run, _config):
-    cfg = dict(_config)
-    check(cfg)
-    results = [r for model in cfg["models"] for r in run_model(cfg, model, _run)]
+def write_tables(_run, cfg: dict, results: list[dict], failed: list[str]) -> list[dict]:
+    """The table, results.json and the plots of the finished runs, as run artifacts."""
     rows = summarise(results, results[0]["higher_is_better"])
     table = markdown_table(rows, f"{cfg['task']} on {cfg['dataset']}{' (quick)' if cfg['quick'] else ''}, "
                                  f"{describe_zoo(results[0]['zoo'])}; seeds {cfg['seeds']}, "
                                  f"device {results[0]['device']}" + (f", tune={cfg['tune']}" if cfg["tune"] else ""))
+    if failed:
+        table += "\nFailed (see the log): " + ", ".join(failed) + "\n"
     print(table)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "results.md").write_text(table)
-        (folder / "results.json").write_text(json.dumps({"rows": rows, "runs": results}, indent=1))
+        (folder / "results.json").write_text(json.dumps({"rows": rows, "runs": results, "failed": failed}, indent=1))
         for path in [folder / "results.md", folder / "results.json", *plot(results, rows, folder)]:
             _run.add_artifact(str(path), path.name)
     _run.info["rows"], _run.info["runs"] = rows, [{k: v for k, v in r.items() if k != "history"} for r in results]
-    return None
+    return rows
+
+
+@ex.main
+def main(_run, _config):
+    cfg = dict(_config)
+    check_config(cfg, cfg["models"], cfg["task"])
+    if not cfg["seeds"]:
+        raise ValueError("seeds is empty")
+    results, failed = [], []
+    for model in cfg["models"]:
+        try:
+            results += run_model(cfg, model, _run)
+        except Exception:  # one model's failure keeps the others' rows: the table names it
+            traceback.print_exc()
+            failed.append(model)
+    if not results:
+        raise RuntimeError(f"every model failed: {failed}")
+    write_tables(_run, cfg, results, failed)
+    folder = run_directory(_run)
+    if folder:
+        print(f"run directory: {folder}")
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} failed; the table of the others is in the run directory")
+
+
+if __name__ == "__main__":
+    ex.run_commandline()

@@ -3,19 +3,12 @@
     python -m experiments.inr_classification with model=pna dataset=digits seed=0
     python -m experiments.inr_classification with quick=True          # about a minute on a CPU
 
-Config keys: see experiments.common.base_config; runs are written under runs/.
+Every config key with its meaning: ``python -m experiments.inr_classification print_config``.
+Runs are written under runs/ (the run directory is printed at the end).
 """
-from sacred import Experiment
+from experiments.tasks import make_experiment
 
-from experiments.common import add_default_observer, base_config, record
-from experiments.tasks import run
+ex = make_experiment("inr_classification")
 
-ex = Experiment("inr_classification")
-ex.add_config(base_config())
-
-add_default_observer(ex)
-
-
-@ex.automain
-def main(_run, _config):
-    return record(_run, run(dict(_config), "inr_classification", _run))
+if __name__ == "__main__":
+    ex.run_commandline()

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from sacred import Experiment
 from torch import Tensor, nn
 
 from graphnfn.execute import run_graph
@@ -21,6 +22,7 @@ from graphnfn.zoo.makers import SIREN_DEFAULTS
 from graphnfn.zoo.siren import siren_forward
 
 from .common import build_model, ensure_zoo, family, make_loaders, run_task
+from .config import check_config, new_experiment, run_directory
 
 # Zoo sizes of the default (CPU, minutes) and quick (tests, demo smoke runs) configs,
 # by config key; an explicit zoo_* value wins.
@@ -51,14 +53,12 @@ def _siren_zoo(cfg: dict) -> Zoo:
         path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], fit=fit, device=cfg["device"], **kwargs))
 
 
-def _classifier_zoo(kind: str) -> Callable[[dict], Zoo]:
-    def make(cfg: dict) -> Zoo:
-        options = _zoo_options(cfg, CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT,
-                               {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_networks": "networks",
-                                "zoo_epochs": "epochs"})
-        return ensure_zoo(cfg, kind, options, lambda path: make_classifier_zoo(
-            kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], **options))
-    return make
+def _classifier_zoo(kind: str, cfg: dict) -> Zoo:
+    options = _zoo_options(cfg, CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT,
+                           {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_networks": "networks",
+                            "zoo_epochs": "epochs"})
+    return ensure_zoo(cfg, kind, options, lambda path: make_classifier_zoo(
+        kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], **options))
 
 
 def editing_task(resolution: int, w0: float) -> Task:
@@ -91,36 +91,47 @@ class TaskDef:
     """One experiment: its zoo, the records it uses, its target and its head."""
 
     name: str
-    zoo: Callable[[dict], Zoo]
+    zoo_kind: str  # "siren", "cnn" or "transformer"
     readout: str  # "invariant" or "equivariant"
     d_out: Callable[[Zoo], int]
     target: Callable[[dict, Zoo], Any]
     task: Callable[[dict, Zoo], Task]
     steps: int  # default optimizer-step budget of every model (about 20 passes over the default zoo)
-    where: Callable[[dict], bool] | None = None
+    config: Callable | None = None  # the task's own Sacred config scope
+
+
+def editing_config():
+    edit = "dilate"  # the edit to learn: dilate, erode, gradient, contrast
+
+
+def classifier_config():
+    checkpoints = "final"  # "final": each network's last checkpoint; "all": every checkpoint
 
 
 TASKS = {
     "inr_classification": TaskDef(
-        "inr_classification", _siren_zoo, "invariant", lambda zoo: 1 + max(r["label"] for r in zoo.records),
+        "inr_classification", "siren", "invariant", lambda zoo: 1 + max(r["label"] for r in zoo.records),
         lambda cfg, zoo: "label", lambda cfg, zoo: classification_task(), 500),
     "inr_editing": TaskDef(
-        "inr_editing", _siren_zoo, "equivariant", lambda zoo: 1,
+        "inr_editing", "siren", "equivariant", lambda zoo: 1,
         lambda cfg, zoo: editing_target(zoo, cfg["edit"], cfg["data_dir"]),
-        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"]), 500),
+        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"]), 500,
+        editing_config),
     "cnn_generalization": TaskDef(
-        "cnn_generalization", _classifier_zoo("cnn"), "invariant", lambda zoo: 1,
-        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100),
+        "cnn_generalization", "cnn", "invariant", lambda zoo: 1,
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100, classifier_config),
     "transformer_generalization": TaskDef(
-        "transformer_generalization", _classifier_zoo("transformer"), "invariant", lambda zoo: 1,
-        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100),
+        "transformer_generalization", "transformer", "invariant", lambda zoo: 1,
+        lambda cfg, zoo: "label", lambda cfg, zoo: regression_task(), 100, classifier_config),
 }
 
 
 def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
     """Make or open the zoo, build the loaders and the model, train, report."""
     spec = TASKS[task_name]
-    zoo = spec.zoo(cfg)
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    zoo = _siren_zoo(cfg) if spec.zoo_kind == "siren" else _classifier_zoo(spec.zoo_kind, cfg)
     where = (lambda r: r.get("final", True)) if cfg.get("checkpoints", "final") == "final" else None
     # editing draws the edited INR from the raw weights, so its inputs stay unscaled
     loaders = make_loaders(cfg, zoo, spec.target(cfg, zoo), where, scale=spec.readout == "invariant")
@@ -143,3 +154,23 @@ def describe_zoo(zoo: dict) -> str:
         return ("shared-permuted SIREN zoo: a symmetry diagnostic, every INR a relabelled copy of one basin's "
                 "solution (align-linear shows how far neuron matching alone gets)")
     return f"{zoo['init']}-init SIREN zoo" if zoo["kind"] == "siren" else f"{zoo['kind']} zoo"
+
+
+def make_experiment(task_name: str) -> Experiment:
+    """The Sacred experiment of one task: ``python -m experiments.<task> with key=value``
+    (``print_config`` lists every key with its comment). Its result is the test metric (what
+    Sacred's SQL observer stores as a number); the whole summary is in the run's info."""
+    ex = new_experiment(task_name, *filter(None, [TASKS[task_name].config]))
+
+    @ex.main
+    def main(_run, _config):
+        cfg = dict(_config)
+        check_config(cfg, [cfg["model"]], task_name)
+        summary = run(cfg, task_name, _run)
+        _run.info["summary"] = summary
+        folder = run_directory(_run)
+        print(f"{task_name}: test {summary['metric']} {summary['test'][summary['metric']]:.4f}"
+              + (f"; run directory {folder}" if folder else ""))
+        return summary["test"][summary["metric"]]
+
+    return ex

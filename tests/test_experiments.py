@@ -1,9 +1,11 @@
 """The Sacred experiments and the comparison runner, on tiny digits zoos."""
 import json
+import re
 import sqlite3
 
 import pytest
 from sacred.observers import FileStorageObserver, SqlObserver
+from sacred.utils import ConfigAddedError
 
 TINY = {"quick": True, "steps": 4, "eval_every": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
         "device": "cpu"}
@@ -63,9 +65,13 @@ def test_compare_checks_every_name_before_training(tmp_path):
     from experiments.compare import ex
 
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
-    for bad, message in ((["stat", "nfn-hpn"], "unknown model 'nfn-hpn'"),):
+    for update, message in (({"models": ["stat", "nfn-hpn"]}, "unknown model 'nfn-hpn'"),
+                            ({"dataset": "cifar10"}, "dataset 'cifar10': inr_classification knows"),
+                            ({"task": "inr_clasification"}, "task 'inr_clasification'")):
         with pytest.raises(ValueError, match=message):
-            ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "models": bad, "seeds": [0]})
+            ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})
+    with pytest.raises(ConfigAddedError, match="quik"):  # a typo in a key is refused, not ignored
+        ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "quik": True})
     with pytest.raises(ValueError, match="align-linear has no inr_editing readout"):
         ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_editing",
                                "models": ["stat", "align-linear"], "seeds": [0]})
@@ -146,3 +152,31 @@ def test_weight_scaler_gives_unit_scale_and_keeps_structure():
     attention = AttentionWeightSpace(*([torch.randn(3, 1, 2, 2)],) * 8)
     scaled_att, _ = WeightScaler([(attention, y)])((attention, y))
     assert isinstance(scaled_att, AttentionWeightSpace) and scaled_att.query[0].shape == (3, 1, 2, 2)
+
+
+@pytest.mark.parametrize("module", ["inr_editing", "compare"])
+def test_print_config_documents_every_key(module, capsys):
+    ex = __import__(f"experiments.{module}", fromlist=["ex"]).ex
+    _observe(ex, FileStorageObserver("/nonexistent"))  # print_config writes nothing
+    ex.run("print_config")
+    entries: dict[str, str] = {}  # top-level key -> its printed lines (a list value spans several)
+    for line in capsys.readouterr().out.splitlines():
+        key = re.match(r"^  (\w+)( = |:)", line)
+        if key:
+            entries[key.group(1)] = line
+        elif entries and not line.startswith(("INFO", "    ")):
+            entries[list(entries)[-1]] += line
+    assert len(entries) > 30
+    assert [k for k, text in entries.items() if "#" not in text] == []
+
+
+def test_a_failed_model_keeps_the_table_of_the_others(tmp_path):
+    from experiments.compare import ex
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    # monomial needs a group: the CNN zoo mixes ReLU and tanh networks, so it fails; stat finishes
+    with pytest.raises(RuntimeError, match="monomial failed"):
+        ex.run(config_updates={**TINY, "zoo_root": str(tmp_path / "zoos"), "task": "cnn_generalization",
+                               "zoo_networks": 12, "zoo_epochs": 2, "models": ["monomial", "stat"], "seeds": [0]})
+    table = (tmp_path / "runs" / "1" / "results.md").read_text()
+    assert "| stat |" in table and "Failed (see the log): monomial" in table

@@ -1,0 +1,110 @@
+"""The experiments' configuration: one Sacred config scope with a comment per key (what
+``print_config`` shows), the named configs, and the checks that run before anything trains.
+
+    python -m experiments.inr_classification print_config
+    python -m experiments.compare with quick task=cnn_generalization
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from sacred import Experiment
+from sacred.observers import FileStorageObserver
+
+from graphnfn.datasets import DATASETS
+from graphnfn.zoo.makers import SIREN_DEFAULTS
+
+
+def shared_config():
+    """Keys shared by every task (Sacred reads the comments as the keys' documentation)."""
+    seed = 0  # model initialisation and batch order (the zoo has its own seed, zoo_seed)
+    model = "pna"  # a graph model (pna, transformer), a paramshare model (nfn-hnp, nft, ...) or a baseline
+    dataset = "digits"  # digits (embedded), fashion-mnist or mnist (IDX files)
+    data_dir = None  # where the data set's files are (None: its usual place)
+    zoo = None  # an existing zoo directory (ours or a published layout); None: made under zoo_root
+    zoo_root = "zoos"  # where default zoos are made, one directory per recipe (resumed if interrupted)
+    quick = False  # a small zoo and 50 steps: about a minute per model on 2 CPU cores
+    limit = None  # use at most this many zoo entries per split
+    steps = None  # optimizer steps of every model (None: the task's default; 50 with quick)
+    eval_every = None  # validate every this many steps (None: steps // 20); the best step is tested
+    batch_size = 64  # networks per batch, the same for every model
+    lr = 1e-3  # AdamW learning rate (cosine decay to 0 over the steps)
+    weight_decay = 0.0  # AdamW weight decay
+    device = "auto"  # auto (CUDA when available), cpu, cuda
+    threads = None  # torch CPU threads (None: torch's default); 1 is often fastest for tiny networks
+    amp = False  # bfloat16 autocast
+    d_hidden = 32  # width: graph models' d_hidden, paramshare models' hidden
+    n_layers = 3  # graph models: message-passing / attention layers
+    heads = 4  # graph transformer backbone: attention heads
+    fourier = 16  # both families: Gaussian Fourier frequencies per weight and bias (0: raw weights)
+    positional = True  # graph models: learned embeddings of input/output positions
+    layer_embedding = True  # graph models: learned embedding of each node's layer depth
+    probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs
+    symmetry = None  # graph models: None, "sign" or "scale" canonical forms
+    augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
+    zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
+    zoo_seed = 0  # the default zoo's seed
+    zoo_limit = None  # entries in the default zoo (None: the recipe's)
+    zoo_steps = None  # SIREN fitting steps (None: the recipe's)
+    zoo_init = None  # SIREN init: independent, shared or shared-permuted (None: the data set's recipe)
+    zoo_resolution = None  # SIREN: images resized to R x R before fitting (None: the recipe's)
+    zoo_per_image = None  # SIREN: INRs per image (None: the recipe's)
+    zoo_networks = None  # CNN / transformer zoos: networks (None: 300; quick: 40)
+    zoo_epochs = None  # CNN / transformer zoos: training epochs per network (None: 8; quick: 3)
+
+
+def quick():
+    """A small zoo and 50 steps: about a minute per model on 2 CPU cores."""
+    quick = True  # a small zoo and 50 steps
+
+
+def fmnist():
+    """Fashion-MNIST from its IDX files (Debian: apt-get install dataset-fashion-mnist)."""
+    dataset = "fashion-mnist"  # Fashion-MNIST IDX files
+
+
+NAMED_CONFIGS = {"quick": quick, "fmnist": fmnist}
+
+
+def check_config(cfg: dict, models: list[str], task: str) -> None:
+    """ValueError naming the key for a dataset, model or task that does not exist, before
+    any zoo is made or any model trains."""
+    from experiments.common import family
+    from experiments.tasks import TASKS
+
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: choose one of {sorted(TASKS)}")
+    known = SIREN_DEFAULTS if TASKS[task].zoo_kind == "siren" else DATASETS
+    if cfg["dataset"] not in known:
+        raise ValueError(f"dataset {cfg['dataset']!r}: {task} knows {sorted(known)}")
+    for model in models:
+        family(model)
+    if "align-linear" in models and TASKS[task].readout != "invariant":
+        raise ValueError(f"align-linear has no {task} readout: leave it out of models")
+    if cfg["threads"] is not None and cfg["threads"] < 1:
+        raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
+
+
+OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")
+
+
+def new_experiment(name: str, *scopes: Callable) -> Experiment:
+    """A Sacred experiment with the shared config, the task's own config ``scopes`` (config
+    functions, commented like :func:`shared_config`), the named configs, and a
+    FileStorageObserver under ``runs/`` (``GRAPHNFN_RUNS``) unless the command line names an
+    observer (``-F DIR``, ``-s sqlite:///runs.db``, ``-u``, ...)."""
+    ex = Experiment(name)
+    for scope in (shared_config, *scopes):
+        ex.config(scope)
+    for scope in NAMED_CONFIGS.values():
+        ex.named_config(scope)
+    if not any(arg in OBSERVER_FLAGS or arg.startswith(OBSERVER_FLAGS) for arg in sys.argv[1:]):
+        ex.observers.append(FileStorageObserver(os.environ.get("GRAPHNFN_RUNS", "runs")))
+    return ex
+
+
+def run_directory(_run) -> str | None:
+    """Where a FileStorageObserver writes this run, if one does."""
+    return next((obs.dir for obs in _run.observers if isinstance(obs, FileStorageObserver)), None)
