@@ -16,7 +16,7 @@ from . import spaces
 
 #: public submodules, imported on first attribute access (PEP 562)
 SUBMODULES = ("canonical", "datasets", "draw", "execute", "features", "fourier", "io", "models", "nn", "paramshare",
-              "training", "zoo")
+              "symmetries", "training", "zoo")
 
 __all__ = [
     "NeuralGraph", "collate", "pad_kernels", "NodeType", "EdgeType", "Activation", "GraphSpec", "ParamEntry",

@@ -29,7 +29,9 @@ SIGN_ACTIVATIONS = (Activation.TANH, Activation.SINE)
 SCALE_ACTIVATIONS = (Activation.RELU, Activation.LEAKY_RELU)
 
 
-def _eligible(x: Tensor, edge_index: Tensor, edge_type: Tensor, node_type: Tensor, acts, no_max_pool: bool) -> Tensor:
+def eligible(x: Tensor, edge_index: Tensor, edge_type: Tensor, node_type: Tensor, acts, no_max_pool: bool) -> Tensor:
+    """[N] bool: hidden neurons with one of ``acts`` whose every edge is a Linear/Conv weight
+    (and, with ``no_max_pool``, no max pooling): those the sign / scale group acts on."""
     other = (~((edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.CONV))).to(x.dtype)
     # the group acts on a neuron only if every edge into and out of it is a Linear/Conv weight
     touched = scatter(other, edge_index[0], 0, x.size(0), "sum") + scatter(other, edge_index[1], 0, x.size(0), "sum")
@@ -50,10 +52,10 @@ def canonicalize(x: Tensor, edge_index: Tensor, edge_attr: Tensor, node_type: Te
     dense = ((edge_type == EdgeType.LINEAR) | (edge_type == EdgeType.CONV)).unsqueeze(1)
     bias = x[:, NODE_COL["bias"]]
     if mode == "sign":
-        ok = _eligible(x, edge_index, edge_type, node_type, SIGN_ACTIVATIONS, no_max_pool=True)
+        ok = eligible(x, edge_index, edge_type, node_type, SIGN_ACTIVATIONS, no_max_pool=True)
         factor = torch.where(ok & (bias < 0), -1.0, 1.0).to(x.dtype)
     elif mode == "scale":
-        ok = _eligible(x, edge_index, edge_type, node_type, SCALE_ACTIVATIONS, no_max_pool=False)
+        ok = eligible(x, edge_index, edge_type, node_type, SCALE_ACTIVATIONS, no_max_pool=False)
         factor = torch.ones_like(bias)
         kernel = edge_attr[:, WEIGHT_COL:]
         for depth in range(1, num_layers):
@@ -69,25 +71,3 @@ def canonicalize(x: Tensor, edge_index: Tensor, edge_attr: Tensor, node_type: Te
     ratio = torch.where(dense.squeeze(1), factor[dst] / factor[src], 1.0).unsqueeze(1)
     edge_attr[:, WEIGHT_COL:] = edge_attr[:, WEIGHT_COL:] * ratio
     return x, edge_attr
-
-
-def describe_symmetries(g) -> list[str]:
-    """One line per layer of hidden neurons: the group that acts on it without
-    changing the function (permutations, times sign flips or positive scalings
-    where the activation allows; BatchNorm and flatten nodes follow their channel)."""
-    ok_sign = _eligible(g.x, g.edge_index, g.edge_type, g.node_type, SIGN_ACTIVATIONS, no_max_pool=True)
-    ok_scale = _eligible(g.x, g.edge_index, g.edge_type, g.node_type, SCALE_ACTIVATIONS, no_max_pool=False)
-    lines = []
-    for group, name in enumerate(g.spec.node_groups):
-        at = (g.node_group == group) & (g.node_type == NodeType.HIDDEN)
-        n = int(at.sum())
-        if n == 0:
-            continue
-        act = Activation(int(g.x[at][0, ACT_COLS].argmax())).name.lower()
-        factors = [f"S_{n}"]
-        if bool(ok_sign[at].all()):
-            factors.append(f"{{+1,-1}}^{n}")
-        if bool(ok_scale[at].all()):
-            factors.append(f"(R>0)^{n}")
-        lines.append(f"layer {int(g.layer[at][0])} ({name}, {n} {act} neurons): {' x '.join(factors)}")
-    return lines

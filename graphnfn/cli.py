@@ -16,7 +16,7 @@ from pathlib import Path
 
 import converters
 
-from .canonical import describe_symmetries
+from .symmetries import describe_symmetries
 from .graph import NeuralGraph
 from .io import load_graph, save_graph
 

@@ -4,7 +4,7 @@ from torch import nn
 
 import converters
 from graphnfn import cli
-from graphnfn.canonical import describe_symmetries
+from graphnfn.symmetries import describe_symmetries
 from graphnfn.io import load_graph, save_graph
 from nets import assert_bitwise_equal, randomize_norms
 
