@@ -10,7 +10,9 @@ of its best validation score are scored on test once. ``tune=K`` first tries the
 configurations (lr, width; from ``tune_grid``) for every learned model on the first seed
 and keeps the best on validation. Writes into the run directory (runs/<id>/): results.md
 (mean +- std over seeds, encoding, parameters, steps, throughput; rows whose interval
-overlaps the best's are marked), results.json, and plots. Prints the table.
+overlaps the best's are marked), results.json, plots, and every finished (model, seed) as
+pair-*.json the moment it finishes: ``resume=RUN_DIR`` reuses those of a run that was cut
+off. Prints the table.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def compare_config():
     tune = 0  # > 0: try this many (lr, d_hidden) configs per learned model on the first seed, keep the best on val
     tune_grid = {"lr": [3e-4, 1e-3, 3e-3], "d_hidden": [16, 32, 64]}  # where the tune configs are drawn from
     tune_seed = 0  # which configs of the grid are drawn (the same ones for every model)
+    resume = None  # a compare run directory of the same config: its finished (model, seed) pairs are reused
 
 
 ex = new_experiment("compare", compare_config, editing_config, classifier_config)
@@ -150,18 +153,50 @@ def tuning_configs(cfg: dict) -> list[dict]:
     return random.Random(cfg["tune_seed"]).sample(grid, min(cfg["tune"], len(grid)))
 
 
-def run_model(cfg: dict, model: str, _run) -> list[dict]:
-    """All seeds of one model; with ``tune``, its best configuration on validation (first seed) first."""
-    def one(options: dict, seed: int) -> dict:
-        print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
-        prefixed = _Prefixed(_run, f"{model}.seed{seed}")
-        return run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
+#: config keys a resumed run may change: which rows and seeds to run, and where to resume from
+RESUMABLE = ("models", "seeds", "resume")
+
+
+def finished_pairs(cfg: dict) -> dict[str, dict]:
+    """The (model, seed, configuration) results a previous compare run directory ``cfg['resume']``
+    holds (``pair-*.json``), after checking it ran the same comparison (every other key equal)."""
+    if not cfg["resume"]:
+        return {}
+    folder = Path(cfg["resume"])
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"resume={cfg['resume']!r}: no compare run directory there (no config.json)")
+    old = json.loads((folder / "config.json").read_text())
+    differ = sorted(k for k in cfg if k not in RESUMABLE and k in old and old[k] != cfg[k])
+    if differ:
+        raise ValueError(f"resume={cfg['resume']!r}: that run had other values of {differ}; resume only with the "
+                         "same config (models and seeds may change)")
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("pair-*.json"))}
+
+
+def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
+    """All seeds of one model; with ``tune``, its best configuration on validation (first seed) first.
+    Each finished (model, seed, configuration) is saved in the run directory at once, and one
+    found in ``done`` (a resumed run's) is reused instead of trained again."""
+    def one(index: int, options: dict, seed: int) -> dict:
+        name = f"pair-{model}-seed{seed}-config{index}"
+        if name in done:
+            print(f"--- {cfg['task']}: {model}, seed {seed}: finished in {cfg['resume']}")
+            result = done[name]
+        else:
+            print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
+            prefixed = _Prefixed(_run, f"{model}.seed{seed}")
+            result = run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.json"
+            path.write_text(json.dumps(result))
+            _run.add_artifact(str(path), path.name)
+        return result
 
     configs = tuning_configs(cfg) if family(model) != "align" else [{}]
-    tried = [one(options, cfg["seeds"][0]) for options in configs]
+    tried = [one(i, options, cfg["seeds"][0]) for i, options in enumerate(configs)]
     sign = 1 if tried[0]["higher_is_better"] else -1
     best = max(range(len(tried)), key=lambda i: sign * tried[i]["val"][tried[i]["metric"]])
-    results = [tried[best]] + [one(configs[best], seed) for seed in cfg["seeds"][1:]]
+    results = [tried[best]] + [one(best, configs[best], seed) for seed in cfg["seeds"][1:]]
     for r in results:
         r["tried"] = [{**c, "val": t["val"][t["metric"]]} for c, t in zip(configs, tried)] if cfg["tune"] else []
     return results
@@ -192,10 +227,10 @@ def main(_run, _config):
     check_config(cfg, cfg["models"], cfg["task"])
     if not cfg["seeds"]:
         raise ValueError("seeds is empty")
-    results, failed = [], []
+    results, failed, done = [], [], finished_pairs(cfg)
     for model in cfg["models"]:
         try:
-            results += run_model(cfg, model, _run)
+            results += run_model(cfg, model, _run, done)
         except Exception:  # one model's failure keeps the others' rows: the table names it
             traceback.print_exc()
             failed.append(model)

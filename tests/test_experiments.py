@@ -180,3 +180,19 @@ def test_a_failed_model_keeps_the_table_of_the_others(tmp_path):
                                "zoo_networks": 12, "zoo_epochs": 2, "models": ["monomial", "stat"], "seeds": [0]})
     table = (tmp_path / "runs" / "1" / "results.md").read_text()
     assert "| stat |" in table and "Failed (see the log): monomial" in table
+
+
+def test_compare_resumes_from_the_finished_pairs_of_a_cut_off_run(tmp_path):
+    from experiments.compare import ex
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    common = {**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0]}
+    first = ex.run(config_updates={**common, "models": ["stat"]})
+    folder = tmp_path / "runs" / str(first._id)
+    assert (folder / "pair-stat-seed0-config0.json").is_file()
+    resumed = ex.run(config_updates={**common, "models": ["stat", "flat-mlp"], "resume": str(folder)})
+    runs = {r["model"]: r for r in resumed.info["runs"]}
+    assert runs["stat"]["wall_seconds"] == first.info["runs"][0]["wall_seconds"]  # reused, not trained again
+    assert (tmp_path / "runs" / str(resumed._id) / "pair-flat-mlp-seed0-config0.json").is_file()
+    with pytest.raises(ValueError, match=r"other values of \['lr'\]"):
+        ex.run(config_updates={**common, "models": ["stat"], "resume": str(folder), "lr": 0.5})
