@@ -6,6 +6,7 @@ the package; the model families and tools (``graphnfn.models``, ``graphnfn.param
 (which needs only the data types) loads no model.
 """
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 
 from .graph import (
     EDGE_META, NODE_FEATURES, WEIGHT_COL, Activation, EdgeType, GraphSpec, NeuralGraph, NodeType, ParamEntry,
@@ -14,13 +15,18 @@ from .graph import (
 from .modules import Sine
 from . import spaces
 
+try:
+    __version__ = version("graphnfn")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
 #: public submodules, imported on first attribute access (PEP 562)
 SUBMODULES = ("canonical", "datasets", "draw", "execute", "features", "fourier", "io", "models", "nn", "paramshare",
               "symmetries", "training", "zoo")
 
 __all__ = [
     "NeuralGraph", "collate", "pad_kernels", "NodeType", "EdgeType", "Activation", "GraphSpec", "ParamEntry",
-    "NODE_FEATURES", "EDGE_META", "WEIGHT_COL", "Sine", "spaces", *SUBMODULES,
+    "NODE_FEATURES", "EDGE_META", "WEIGHT_COL", "Sine", "spaces", "__version__", *SUBMODULES,
 ]
 
 

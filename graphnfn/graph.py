@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import GlobalStorage
 
 
 class NodeType(IntEnum):
@@ -37,6 +39,9 @@ class NodeType(IntEnum):
     HEAD = 10  # one per attention head: the softmax attention pattern of that head
     POSITION = 11  # one per position of a learned positional embedding (``position`` = index)
     CLASS_TOKEN = 12  # one per learned token prepended to the sequence (``position`` = index)
+    RMS_NORM = 13  # one node per feature of an RMSNorm (scales by the root mean square of its layer)
+    PRODUCT = 14  # the product of its two PRODUCT in-edges' sources (a gated MLP: act(gate) * up)
+    KV_VALUE = 15  # grouped-query attention: x W_v + b_v per (key/value head, dim), shared by a query group
 
 
 class EdgeType(IntEnum):
@@ -56,6 +61,9 @@ class EdgeType(IntEnum):
     EMBED = 11  # nn.Embedding weight[v, d]: token v -> feature d
     POS_EMBED = 12  # positional embedding P[t, d]: position node t -> feature d
     CLASS_TOKEN = 13  # class token c[k, d]: class-token node k -> feature d
+    ROTARY = 14  # rotary pair of one head, dim i -> dim j: rotated by angle (weight) * token position
+    PRODUCT = 15  # operand -> PRODUCT node (weight 1)
+    KV_SHARE = 16  # KV_VALUE (g, d) -> VALUE (h, d) of each query head h of group g (weight 1)
 
 
 class Activation(IntEnum):
@@ -169,8 +177,8 @@ class NeuralGraph(Data):
         edge_attr  [E, WEIGHT_COL + K]      edge meta and kernel values (K = widest kernel)
         node_type  [N] long                 :class:`NodeType`
         edge_type  [E] long                 :class:`EdgeType`
-        layer      [N] long                 depth: longest path from an input (QK_PAIR edges,
-                                            which join q and k of one depth, excepted); 0 for inputs
+        layer      [N] long                 depth: longest path from an input (QK_PAIR and ROTARY
+                                            edges, which join nodes of one depth, excepted); 0 for inputs
     Bookkeeping for :func:`converters.from_graph` (not features):
         neuron     [N] long   index of the neuron in its parameter tensors
         node_group [N] long   index into ``spec.node_groups``
@@ -220,6 +228,11 @@ class NeuralGraph(Data):
             edge_attrs=["edge_attr", "edge_type"],
             to_multi=True,
         )
+
+
+# torch.load(path, weights_only=True) may rebuild a saved NeuralGraph: its classes and the PyG
+# storage classes it holds are plain data (no code runs on loading them)
+torch.serialization.add_safe_globals([NeuralGraph, GraphSpec, ParamEntry, DataEdgeAttr, DataTensorAttr, GlobalStorage])
 
 
 def pad_kernels(graphs: Sequence[NeuralGraph], width: int | None = None) -> list[NeuralGraph]:

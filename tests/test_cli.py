@@ -53,3 +53,11 @@ def test_symmetry_description_follows_activations():
     assert lines[0].endswith("S_4 x (R>0)^4")
     assert lines[1].endswith("S_3 x {+1,-1}^3")
     assert lines[2].endswith(": S_3")  # a BatchNorm follows: no sign flips through it
+
+
+def test_a_saved_graph_loads_with_weights_only(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    g = converters.to_graph(model)
+    torch.save(g, tmp_path / "g.pt")
+    back = torch.load(tmp_path / "g.pt", weights_only=True)
+    assert_bitwise_equal(converters.from_graph(back), model.state_dict())

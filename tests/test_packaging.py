@@ -25,3 +25,13 @@ def test_environment_yml_matches_pyproject():
     assert {CONDA_NAMES.get(n, n) for n in wanted} == conda - {"python", "pip"}
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip_section
+
+
+def test_version_license_and_citation():
+    import graphnfn
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert graphnfn.__version__ == project["version"]
+    assert "MIT License" in (ROOT / "LICENSE").read_text() and project["license"]["text"] == "MIT"
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == project["version"] and len(citation["references"]) >= 5
