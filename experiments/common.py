@@ -10,39 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from graphnfn import paramshare
-from graphnfn.models import GraphNFN
-from graphnfn.features import ProbeFeatures
+from graphnfn import registry
 from graphnfn.paramshare.align import AlignLinear
+from graphnfn.registry import family
+from graphnfn.trained import save_model, spec_record
 from graphnfn.devices import resolve_device
 from graphnfn.training import FitResult, Task, WeightScaler, fit, split_batch
 from graphnfn.zoo import WeightAugment, Zoo, graph_loader, weight_space_loader
 
-GRAPH_MODELS = ("pna", "transformer")
-PARAMSHARE_MODELS = ("nfn-np", "nfn-hnp", "nft", "monomial", "magep", "transformer-nfn", "stat", "flat-mlp")
-#: sanity baselines beyond paramshare's stat and flat-mlp: flat-mlp trained on randomly permuted
-#: copies (the literature's augmentation), and neuron matching + a linear model (no learning)
-BASELINES = ("flat-mlp-aug", "align-linear")
-MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
-
-
-def family(model: str) -> str:
-    """"graph", "paramshare" (learned on weight spaces) or "align" (the non-learning baseline)."""
-    if model in GRAPH_MODELS:
-        return "graph"
-    if model == "align-linear":
-        return "align"
-    if model in PARAMSHARE_MODELS + BASELINES:
-        return "paramshare"
-    raise ValueError(f"unknown model {model!r}: choose a graph model {GRAPH_MODELS}, a parameter-sharing model "
-                     f"{PARAMSHARE_MODELS} or a baseline {BASELINES}")
+#: the config keys that shape a model (graphnfn.registry.build's options)
+MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output")
 
 
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
@@ -60,33 +45,27 @@ def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
     return Zoo(path)
 
 
-def build_model(cfg: dict, sample, d_out: int, readout: str, probe_inputs: torch.Tensor | None = None) -> nn.Module:
-    """The model named by cfg['model'] for inputs like ``sample`` (a graph or a WeightSpace).
-    Both families get the same Fourier encoding of the weights (``fourier``), except where a
-    model's group admits none: positive scaling (monomial/magep on ReLU networks) reads raw
-    weights. ``model.encoding`` says which encoding each model used."""
-    zero_output = cfg["zero_output"] and readout == "equivariant"
-    if family(cfg["model"]) == "graph":
-        probe = ProbeFeatures(probes=probe_inputs) if cfg["probe"] else None
-        graph_readout = {"invariant": "graph", "equivariant": "edge"}[readout]
-        model = GraphNFN(d_out, backbone=cfg["model"], readout=graph_readout, d_hidden=cfg["d_hidden"],
-                         n_layers=cfg["n_layers"], heads=cfg["heads"], fourier=cfg["fourier"],
-                         positional=cfg["positional"], layer_embedding=cfg["layer_embedding"], probe=probe,
-                         symmetry=cfg["symmetry"], zero_output=zero_output)
-        model.encoding = f"fourier{cfg['fourier']}" if cfg["fourier"] else "raw"
-        return model
-    name = "flat-mlp" if cfg["model"] == "flat-mlp-aug" else cfg["model"]
-    fourier = cfg["fourier"]
-    if name in ("monomial", "magep") and paramshare.scaling_of(sample.spec) == "scale":
-        fourier = 0
-    return paramshare.build(name, sample.spec, d_out, readout, hidden=cfg["d_hidden"], fourier=fourier,
-                            zero_output=zero_output)
+def model_card(cfg: dict, sample, d_out: int, readout: str, probe_inputs: Tensor | None,
+               scaler: WeightScaler | None, task: str) -> dict[str, Any]:
+    """What rebuilds cfg['model'] for inputs like ``sample`` (:func:`graphnfn.registry.build`) and
+    feeds it new networks: saved with the trained weights, read by :func:`graphnfn.load_model`."""
+    return {"name": cfg["model"], "d_out": d_out, "readout": readout, "options": {k: cfg[k] for k in MODEL_KEYS},
+            "probe_inputs": probe_inputs if cfg["probe"] and family(cfg["model"]) == "graph" else None,
+            "spec": spec_record(getattr(sample, "spec", None)) if family(cfg["model"]) != "graph" else None,
+            "scales": scaler.scales if scaler else None, "task": task}
 
 
-def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) -> dict[str, list]:
+def build_model(card: dict[str, Any], sample) -> nn.Module:
+    """The untrained model of a :func:`model_card`."""
+    return registry.build(card["name"], sample, card["d_out"], card["readout"], probe_inputs=card["probe_inputs"],
+                          **card["options"])
+
+
+def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
+                 scale: bool = True) -> tuple[dict[str, list], WeightScaler | None]:
     """Train/val/test batches of the model's family over the zoo records that
     satisfy ``where``, materialised once (conversion is not repeated every epoch;
-    with ``augment`` the train split is re-drawn, re-permuted, every epoch).
+    with ``augment`` the train split is re-drawn, re-permuted, every epoch), and the scaler.
     ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`)."""
     loader = graph_loader if family(cfg["model"]) == "graph" else weight_space_loader
     out = {}
@@ -97,11 +76,11 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None, scale: bool = True) ->
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
                          augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
         out[split] = batches if augment is not None else list(batches)
-    if scale:  # inputs of unit scale, from the train split's statistics
-        scaler = WeightScaler(out["train"])
-        out = {split: [scaler(b) for b in batches] if isinstance(batches, list) else _Mapped(batches, scaler)
-               for split, batches in out.items()}
-    return out
+    if not scale:
+        return out, None
+    scaler = WeightScaler(out["train"])  # inputs of unit scale, from the train split's statistics
+    return {split: [scaler(b) for b in batches] if isinstance(batches, list) else _Mapped(batches, scaler)
+            for split, batches in out.items()}, scaler
 
 
 class _Mapped:
@@ -117,10 +96,11 @@ class _Mapped:
         return len(self.batches)
 
 
-def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None) -> dict[str, Any]:
+def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None,
+             card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` for the step budget (or fit the align-linear baseline when ``model`` is
-    None); log every evaluation to the Sacred run, save the best checkpoint as an artifact,
-    return the summary the tables are made from."""
+    None); log every evaluation to the Sacred run, save the best checkpoint with its ``card``
+    (:func:`model_card`) as an artifact, return the summary the tables are made from."""
     torch.manual_seed(cfg["seed"])
     start = time.perf_counter()
     if model is None:
@@ -143,10 +123,10 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
     }
     if _run is not None:
         if result.state_dict:
-            path = Path(f"/tmp/graphnfn-{_run._id or 'run'}-{cfg['model']}-{cfg['seed']}.pt")
-            torch.save(result.state_dict, path)
-            _run.add_artifact(str(path), f"best-{cfg['model']}-seed{cfg['seed']}.pt")
-            path.unlink()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"best-{cfg['model']}-seed{cfg['seed']}.pt"
+                save_model(path, card or {}, result.state_dict)
+                _run.add_artifact(str(path), path.name)
         for k, v in result.test.items():
             _run.log_scalar(f"test_{k}", v)
     return summary

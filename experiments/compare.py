@@ -24,7 +24,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from experiments.common import family
+from graphnfn.registry import family
 from experiments.config import check_config, new_experiment, run_directory
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
 

@@ -71,7 +71,7 @@ NAMED_CONFIGS = {"quick": quick, "fmnist": fmnist}
 def check_config(cfg: dict, models: list[str], task: str) -> None:
     """ValueError naming the key for a dataset, model or task that does not exist, before
     any zoo is made or any model trains."""
-    from experiments.common import family
+    from graphnfn.registry import family
     from experiments.tasks import TASKS
 
     if task not in TASKS:

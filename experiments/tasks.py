@@ -21,7 +21,7 @@ from graphnfn.zoo import SirenFit, Zoo, coordinate_grid, editing_target, make_cl
 from graphnfn.zoo.makers import SIREN_DEFAULTS
 from graphnfn.zoo.siren import siren_forward
 
-from .common import build_model, ensure_zoo, family, make_loaders, run_task
+from .common import build_model, ensure_zoo, family, make_loaders, model_card, run_task
 from .config import check_config, new_experiment, run_directory
 
 # Zoo sizes of the default (CPU, minutes) and quick (tests, demo smoke runs) configs,
@@ -134,15 +134,15 @@ def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
     zoo = _siren_zoo(cfg) if spec.zoo_kind == "siren" else _classifier_zoo(spec.zoo_kind, cfg)
     where = (lambda r: r.get("final", True)) if cfg.get("checkpoints", "final") == "final" else None
     # editing draws the edited INR from the raw weights, so its inputs stay unscaled
-    loaders = make_loaders(cfg, zoo, spec.target(cfg, zoo), where, scale=spec.readout == "invariant")
+    loaders, scaler = make_loaders(cfg, zoo, spec.target(cfg, zoo), where, scale=spec.readout == "invariant")
     sample = loaders["train"][0] if isinstance(loaders["train"], list) else next(iter(loaders["train"]))
     inputs = sample if not isinstance(sample, (tuple, list)) else sample[0]
     probe_inputs = coordinate_grid(8) if zoo.config.get("kind") == "siren" else None
     cfg = {**cfg, "steps": cfg["steps"] or (50 if cfg["quick"] else spec.steps)}
     torch.manual_seed(cfg["seed"])
-    model = None if family(cfg["model"]) == "align" else build_model(cfg, inputs, spec.d_out(zoo), spec.readout,
-                                                                      probe_inputs)
-    summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run)
+    card = model_card(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs, scaler, task_name)
+    model = None if family(cfg["model"]) == "align" else build_model(card, inputs)
+    summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run, card)
     summary["zoo"] = {"path": str(zoo.root), "kind": zoo.config.get("kind"),
                       "init": zoo.config.get("hparams", {}).get("init")}
     return summary

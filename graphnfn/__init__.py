@@ -21,20 +21,22 @@ except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 #: public submodules, imported on first attribute access (PEP 562)
-SUBMODULES = ("canonical", "datasets", "draw", "execute", "features", "fourier", "io", "models", "nn", "paramshare",
-              "symmetries", "training", "zoo")
+SUBMODULES = ("canonical", "datasets", "devices", "draw", "execute", "features", "fourier", "io", "models", "nn",
+              "paramshare", "registry", "symmetries", "trained", "training", "zoo")
 
 __all__ = [
     "NeuralGraph", "collate", "pad_kernels", "NodeType", "EdgeType", "Activation", "GraphSpec", "ParamEntry",
-    "NODE_FEATURES", "EDGE_META", "WEIGHT_COL", "Sine", "spaces", "__version__", *SUBMODULES,
+    "NODE_FEATURES", "EDGE_META", "WEIGHT_COL", "Sine", "spaces", "__version__", "load_model", *SUBMODULES,
 ]
 
 
 def __getattr__(name: str):
     if name in SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name == "load_model":  # graphnfn.load_model(run_dir): a trained weight-space model
+        return importlib.import_module(".trained", __name__).load_model
     raise AttributeError(f"module 'graphnfn' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBMODULES))
+    return sorted(set(globals()) | set(SUBMODULES) | {"load_model"})

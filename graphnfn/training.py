@@ -207,6 +207,13 @@ class WeightScaler:
                 acc[1] += values.numel()
         self.scales = {k: math.sqrt(s / max(n, 1)) or 1.0 for k, (s, n) in sums.items()}
 
+    @classmethod
+    def from_scales(cls, scales: dict) -> "WeightScaler":
+        """A scaler with known ``scales`` (those of a trained model's checkpoint)."""
+        scaler = cls([])
+        scaler.scales = dict(scales)
+        return scaler
+
     @staticmethod
     def _tensors(inputs):
         if isinstance(inputs, Batch):

@@ -4,6 +4,7 @@ import re
 import sqlite3
 
 import pytest
+import torch
 from sacred.observers import FileStorageObserver, SqlObserver
 from sacred.utils import ConfigAddedError
 
@@ -196,3 +197,25 @@ def test_compare_resumes_from_the_finished_pairs_of_a_cut_off_run(tmp_path):
     assert (tmp_path / "runs" / str(resumed._id) / "pair-flat-mlp-seed0-config0.json").is_file()
     with pytest.raises(ValueError, match=r"other values of \['lr'\]"):
         ex.run(config_updates={**common, "models": ["stat"], "resume": str(folder), "lr": 0.5})
+
+
+@pytest.mark.parametrize("model", ["nfn-hnp", "pna"])
+def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(tmp_path, model):
+    """The best checkpoint carries its config, spec and scaler: graphnfn.load_model(run_dir)
+    rebuilds it, and its predictions on the zoo's test networks (as modules) give the run's own
+    test accuracy."""
+    import graphnfn
+    from experiments.inr_classification import ex
+    from graphnfn.zoo import Zoo
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": model})
+    trained = graphnfn.load_model(tmp_path / "runs" / str(run._id))
+    zoo = Zoo(run.info["summary"]["zoo"]["path"])
+    test = zoo.indices("test", lambda r: r.get("final", True))
+    logits = trained.predict([zoo.module(i) for i in test])
+    labels = torch.tensor([zoo.records[i]["label"] for i in test])
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(run.info["summary"]["test"]["accuracy"], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="no checkpoints match"):
+        graphnfn.load_model(tmp_path / "runs" / str(run._id), model="nft")

@@ -1,0 +1,74 @@
+"""Every weight-space model by name, for the experiments, the comparison runner, the
+command line and :func:`graphnfn.load_model`: one list, one builder.
+
+    model = registry.build("nfn-hnp", ws, d_out=10, readout="invariant", fourier=16)
+    model = registry.build("pna", batch, d_out=10, readout="invariant")
+
+Names: the graph models (:data:`GRAPH_MODELS`), the parameter-sharing models of
+:mod:`graphnfn.paramshare` (:data:`PARAMSHARE_MODELS`, including the ``stat`` and
+``flat-mlp`` baselines) and two more sanity baselines (:data:`BASELINES`): ``flat-mlp-aug``
+(``flat-mlp`` trained on hidden-neuron-permuted copies; the permutation is the training
+loop's job) and ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
+:func:`build` refuses it). Readouts are named alike for both families: ``"invariant"``
+([B, d_out]) and ``"equivariant"`` (per-weight outputs for editing).
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from . import paramshare
+from .features import ProbeFeatures
+from .models import GraphNFN
+
+GRAPH_MODELS = ("pna", "transformer")
+PARAMSHARE_MODELS = tuple(paramshare.MODELS)
+BASELINES = ("flat-mlp-aug", "align-linear")
+MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
+READOUTS = ("invariant", "equivariant")
+
+
+def family(name: str) -> str:
+    """``"graph"`` (reads NeuralGraph batches), ``"paramshare"`` (reads weight spaces) or
+    ``"align"`` (the non-learning align-linear baseline, on weight spaces)."""
+    if name in GRAPH_MODELS:
+        return "graph"
+    if name == "align-linear":
+        return "align"
+    if name in PARAMSHARE_MODELS + BASELINES:
+        return "paramshare"
+    raise ValueError(f"unknown model {name!r}: choose a graph model {GRAPH_MODELS}, a parameter-sharing model "
+                     f"{PARAMSHARE_MODELS} or a baseline {BASELINES}")
+
+
+def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
+          heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
+          probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False) -> nn.Module:
+    """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
+    ``spec`` fixes a parameter-sharing model's shapes and group).
+
+    Both families get the same Gaussian Fourier encoding of every weight and bias
+    (``fourier`` frequencies; 0: raw), except where a model's group admits none: positive
+    scalings (``monomial`` / ``magep`` on ReLU networks) read raw weights. ``model.encoding``
+    names what each model read. ``d_hidden`` is the graph models' width and the
+    parameter-sharing models' ``hidden``; ``n_layers``, ``heads``, ``positional``,
+    ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
+    and ``symmetry`` apply to the graph models.
+    """
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    zero_output = zero_output and readout == "equivariant"
+    kind = family(name)
+    if kind == "align":
+        raise ValueError("align-linear is not a module: use graphnfn.paramshare.AlignLinear")
+    if kind == "graph":
+        probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
+        model = GraphNFN(d_out, backbone=name, readout={"invariant": "graph", "equivariant": "edge"}[readout],
+                         d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
+                         layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output)
+        model.encoding = f"fourier{fourier}" if fourier else "raw"
+        return model
+    name = "flat-mlp" if name == "flat-mlp-aug" else name
+    if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":
+        fourier = 0
+    return paramshare.build(name, sample.spec, d_out, readout, hidden=d_hidden, fourier=fourier,
+                            zero_output=zero_output)
