@@ -9,6 +9,7 @@ from hypothesis import assume, given, strategies as st
 from torch import nn
 
 from graphnfn import paramshare as ps
+from graphnfn.spaces import num_entries
 from test_paramshare_groups import (
     GROUPS, act, act_attention, attention_specs, max_rel_diff, one_thread, random_space, sample_attention_element,
     sample_element, specs,
@@ -100,7 +101,7 @@ def generators(spec, group: str) -> list[tuple[list, list]]:
 
 def rep(spec, element) -> torch.Tensor:
     """The matrix of a group element on the flattened one-channel space."""
-    N = ps.containers.num_entries(spec)
+    N = num_entries(spec)
     basis = ps.unflatten(spec, torch.eye(N, dtype=torch.float64), 1)
     return ps.flatten(act(basis, *element)).T.contiguous()
 
@@ -116,7 +117,7 @@ def test_linear_layers_span_all_equivariant_affine_maps(group, spec):
     """The layer's maps (one per weight parameter) are linearly independent, equivariant, and as many
     as the dimension of the space of matrices commuting with the group: the layer is the full
     parameter-sharing layer, and its bias count is the dimension of the invariant vectors."""
-    N = ps.containers.num_entries(spec)
+    N = num_entries(spec)
     assume(N <= 28)
     reps = [rep(spec, g) for g in generators(spec, group)]
     eye = torch.eye(N, dtype=torch.float64)
