@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable, Mapping, TypeVar, Union
 
 from torch import Tensor, nn
@@ -9,11 +10,12 @@ from torch import Tensor, nn
 from graphnfn.graph import NeuralGraph
 from graphnfn.spaces import AttentionWeightSpace, WeightSpace
 
-from .build import build_graph
+from .wire_program import build_graph
 from .errors import ConversionError
-from .ir import Program
+from .hf import is_model_dir, load_model_dir
+from .program import Program
 from .load import load_checkpoint
-from .ops import module_program, state_dict_program
+from .read_modules import module_program, state_dict_program
 from .threads import single_threaded
 from .weight_spaces import attention_weight_space, chain_weight_space
 
@@ -38,9 +40,10 @@ def _converted(obj: Convertible, allow_nonfinite: bool, fn: Callable[[Program, N
 
     if not isinstance(obj, (str, os.PathLike)):
         return run(obj)
-    state_dict = load_checkpoint(obj)
+    path = Path(obj).expanduser()
+    source = load_model_dir(path) if is_model_dir(path) else load_checkpoint(path)
     try:
-        return run(state_dict)
+        return run(source)
     except ConversionError as err:
         raise type(err)(f"{os.fspath(obj)}: {err}") from err
 
@@ -50,9 +53,13 @@ def to_graph(obj: Convertible, allow_nonfinite: bool = False) -> NeuralGraph:
 
     Args:
         obj: an ``nn.Module`` (Sequential at any depth, transformer layers,
-            attention modules, or anything torch.fx can trace: residuals,
-            concatenations, several inputs), a state_dict of an MLP, or a path
-            to a ``.pt``/``.pth``/``.safetensors`` checkpoint holding one.
+            attention modules, anything torch.fx can trace: residuals,
+            concatenations, several inputs; Hugging Face models through
+            torch.export), a state_dict of an MLP, a path to a
+            ``.pt``/``.pth``/``.safetensors`` checkpoint holding one, or a
+            Hugging Face model directory (config.json and safetensors
+            weights, read offline): the graph then folds back into the
+            loaded model's state_dict.
         allow_nonfinite: accept NaN/Inf weights instead of raising.
     Returns:
         a :class:`graphnfn.NeuralGraph` that :func:`converters.from_graph` folds

@@ -81,10 +81,12 @@ def row_major(rows: Tensor, n_cols: int) -> tuple[Tensor, Tensor]:
     return rows[:, None] * n_cols, torch.arange(n_cols, device=rows.device)[None, :]
 
 
-def transposed(n_rows: int, n_cols: int, device=None) -> tuple[Tensor, Tensor]:
-    """Slots of W[i, j] in a [n_rows, n_cols] parameter with j outer (a column
-    per target: an embedding table's row i feeds feature j)."""
-    return torch.arange(n_cols, device=device)[:, None], torch.arange(n_rows, device=device)[None, :] * n_cols
+def transposed(n_rows: int, n_cols: int, cols: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Slots of W[i, cols[j]] in a [n_rows, n_cols] parameter with j outer (a
+    column per target: an embedding table's row i feeds feature j, a weight
+    stored [in, out] gives output j); ``cols``: all columns when None."""
+    cols = torch.arange(n_cols) if cols is None else cols
+    return cols[:, None], torch.arange(n_rows, device=cols.device)[None, :] * n_cols
 
 
 class GraphBuilder:

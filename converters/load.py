@@ -135,7 +135,8 @@ def _check_file(path: Path) -> None:
     except (OSError, ValueError) as err:
         raise ConversionError(f"checkpoint {str(path)!r} cannot be opened: {getattr(err, 'strerror', None) or err}") from None
     if stat.S_ISDIR(mode):
-        raise ConversionError(f"checkpoint {str(path)!r} is a directory: pass the .pt/.safetensors file in it")
+        raise ConversionError(f"checkpoint {str(path)!r} is a directory: pass the .pt/.safetensors file in it "
+                              "(a Hugging Face model directory has a config.json)")
     if not stat.S_ISREG(mode):
         raise ConversionError(f"checkpoint {str(path)!r} is not a regular file")
     if path.stat().st_size == 0:

@@ -15,7 +15,7 @@ from torch import Tensor
 from graphnfn.graph import Activation, EdgeType, NeuralGraph, NodeType
 from graphnfn.spaces import AttentionWeightSpace, WeightSpace
 
-from . import ir
+from .program import Act, Attention, Flatten, Layer, Mean, Mul, Pool, Program
 from .errors import ConversionError
 
 _OUTSIDE = {NodeType.NORM: "BatchNorm layers", NodeType.FLATTEN: "a Flatten of spatial positions",
@@ -24,7 +24,7 @@ _OUTSIDE = {NodeType.NORM: "BatchNorm layers", NodeType.FLATTEN: "a Flatten of s
             NodeType.CLASS_TOKEN: "class tokens"}
 
 
-def hidden_activations(prog: ir.Program) -> tuple[str, ...] | None:
+def hidden_activations(prog: Program) -> tuple[str, ...] | None:
     """What each hidden neuron layer of a chain applies between two Linear/Conv layers (the
     :attr:`WeightSpaceSpec.activations` record), or None when the program does not know
     (a state_dict: :attr:`Activation.UNKNOWN`).
@@ -38,23 +38,23 @@ def hidden_activations(prog: ir.Program) -> tuple[str, ...] | None:
     records: list[str] = []
     maps: list[str] | None = None  # what the current hidden layer applies; None before the first layer
     for op in prog.ops:
-        if isinstance(op, ir.Layer):
+        if isinstance(op, Layer):
             if maps is not None:
                 records.append("+".join(maps) or "identity")
             maps = []
-        elif maps is None or isinstance(op, (ir.Flatten, ir.Mean)) or (isinstance(op, ir.Pool) and op.kind == "avg"):
+        elif maps is None or isinstance(op, (Flatten, Mean)) or (isinstance(op, Pool) and op.kind == "avg"):
             continue
-        elif isinstance(op, ir.Act):
+        elif isinstance(op, Act):
             if op.kind is Activation.UNKNOWN:
                 return None
             if op.kind is not Activation.IDENTITY:
                 maps.append(op.kind.name.lower())
         else:
-            maps.append("max_pool" if isinstance(op, ir.Pool) else type(op).__name__.lower())
+            maps.append("max_pool" if isinstance(op, Pool) else type(op).__name__.lower())
     return tuple(records)  # what follows the last layer acts on the outputs, which no group moves
 
 
-def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
+def chain_weight_space(prog: Program, g: NeuralGraph) -> WeightSpace:
     """weights[l] [1, 1, n_out, n_in(, kernel dims)], biases[l] [1, 1, n_out]
     (zeros for layers without bias), in the graph's dtype; ``activations`` from
     :func:`hidden_activations`."""
@@ -66,13 +66,13 @@ def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
     if not prog.is_chain():
         raise ConversionError("a network with branches or concatenations cannot be expressed in a WeightSpace "
                               "(a chain of Linear/Conv layers); use to_graph")
-    layers = [op for op in prog.ops if isinstance(op, ir.Layer)]
+    layers = [op for op in prog.ops if isinstance(op, Layer)]
     for layer in layers:
         if layer.geometry.get("groups", 1) != 1:
             raise ConversionError(f"{layer.tensors['weight'][0]}: a grouped convolution (groups="
                                   f"{layer.geometry['groups']}) cannot be expressed in a WeightSpace (dense "
                                   "Linear/Conv layers); use to_graph")
-    weights = tuple(layer.weight.to(g.x.dtype)[None, None] for layer in layers)
+    weights = tuple(layer.matrix.to(g.x.dtype)[None, None] for layer in layers)
     biases = tuple(
         (layer.tensors["bias"][1].to(g.x.dtype) if "bias" in layer.tensors
          else torch.zeros(layer.weight.size(0), dtype=g.x.dtype, device=g.x.device))[None, None]
@@ -80,42 +80,50 @@ def chain_weight_space(prog: ir.Program, g: NeuralGraph) -> WeightSpace:
     return WeightSpace(weights, biases, hidden_activations(prog))
 
 
-def _rows(p: ir.Proj) -> Tensor:
-    return p.weight[1][p.row0:p.row0 + p.n]
-
-
-def _mlp_after(prog: ir.Program, start: int, end: int, d: int, where: str) -> tuple[ir.Layer, ir.Layer]:
+def _mlp_after(prog: Program, start: int, end: int, d: int) -> tuple[Layer, Layer] | str:
     """The first two Linear layers in ops[start:end], the second reading the
-    first through an activation, shaped D -> D_a -> D."""
+    first through an activation, shaped D -> D_a -> D; else why there is none."""
     producer = {op.out: op for op in prog.ops}
-    linears = [op for op in prog.ops[start:end] if isinstance(op, ir.Layer) and op.kind == "linear"]
+    ops = prog.ops[start:end]
+    linears = [op for op in ops if isinstance(op, Layer) and op.kind == "linear"]
     if len(linears) >= 2:
         first, second = linears[:2]
         act = producer.get(second.args[0])
-        if isinstance(act, ir.Act) and act.args == (first.out,) and first.weight.size(1) == d \
-                and second.weight.shape == (d, first.weight.size(0)):
+        if isinstance(act, Act) and act.args == (first.out,) and first.matrix.size(1) == d \
+                and second.matrix.shape == (d, first.matrix.size(0)):
             return first, second
-    raise ConversionError(f"{where}: no MLP block (Linear {d} -> D_a, activation, Linear D_a -> {d}) follows it")
+    gated = " (a gated MLP such as SwiGLU, act(gate) * up, has three weights)" if any(
+        isinstance(op, Mul) for op in ops) else ""
+    return f"no MLP block (Linear {d} -> D_a, activation, Linear D_a -> {d}) follows it{gated}"
 
 
-def attention_weight_space(prog: ir.Program, dtype: torch.dtype) -> AttentionWeightSpace:
-    """Per block: each attention layer and the MLP that follows it."""
-    where = [i for i, op in enumerate(prog.ops) if isinstance(op, ir.Attention)]
+def attention_weight_space(prog: Program, dtype: torch.dtype) -> AttentionWeightSpace:
+    """Per block: each attention layer and the MLP that follows it. A block the
+    format cannot hold is an error naming everything it lacks room for."""
+    where = [i for i, op in enumerate(prog.ops) if isinstance(op, Attention)]
     if not where:
         raise ConversionError("the network has no attention layer; use to_weight_space or to_graph")
     fields: list[list[Tensor]] = [[] for _ in AttentionWeightSpace._fields]
     for n, i in enumerate(where):
-        a: ir.Attention = prog.ops[i]
+        a: Attention = prog.ops[i]
         d, h = a.o.n, a.heads
-        if any(p.weight[1].size(1) != d for p in (a.q, a.k, a.v)):
-            raise ConversionError(f"{a.label}: q, k and v must read the {d}-wide residual stream (self-attention)")
-        first, second = _mlp_after(prog, i + 1, where[n + 1] if n + 1 < len(where) else len(prog.ops), d, a.label)
-        hidden = first.weight.size(0)
+        mlp = _mlp_after(prog, i + 1, where[n + 1] if n + 1 < len(where) else len(prog.ops), d)
+        missing = [why for lacks, why in (
+            (a.rotary is not None, "rotary position embeddings (q and k turned by token position)"),
+            (a.groups != h, f"grouped-query attention ({a.groups} key/value heads for {h} query heads; the format "
+                            "has a key and a value per query head)"),
+            (any(p.inputs != d for p in (a.q, a.k, a.v)), f"q, k and v must read the {d}-wide residual stream "
+                                                          "(self-attention)"),
+            (isinstance(mlp, str), mlp)) if lacks]
+        if missing:
+            raise ConversionError(f"{a.label}: not in the Transformer-NFN format: {'; '.join(missing)}; use to_graph")
+        first, second = mlp
+        hidden = first.matrix.size(0)
         block = (
-            _rows(a.q).view(h, -1, d).transpose(1, 2), _rows(a.k).view(h, -1, d).transpose(1, 2),
-            _rows(a.v).view(h, -1, d).transpose(1, 2), a.o.weight[1].T.reshape(h, -1, d),
-            first.weight.T, first.tensors["bias"][1] if "bias" in first.tensors else first.weight.new_zeros(hidden),
-            second.weight.T, second.tensors["bias"][1] if "bias" in second.tensors else second.weight.new_zeros(d),
+            a.q.matrix().reshape(h, -1, d).transpose(1, 2), a.k.matrix().reshape(h, -1, d).transpose(1, 2),
+            a.v.matrix().reshape(h, -1, d).transpose(1, 2), a.o.matrix().T.reshape(h, -1, d),
+            first.matrix.T, first.tensors["bias"][1] if "bias" in first.tensors else first.weight.new_zeros(hidden),
+            second.matrix.T, second.tensors["bias"][1] if "bias" in second.tensors else second.weight.new_zeros(d),
         )
         for field, t in zip(fields, block):
             field.append(t.to(dtype)[None, None].contiguous())

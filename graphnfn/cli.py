@@ -4,8 +4,9 @@
     graphnfn inspect CKPT                        layers, nodes, edges, symmetry group, parameter count
     graphnfn draw CKPT -o FILE.png               a layered drawing (small networks)
 
-CKPT is a .pt/.pth/.safetensors checkpoint (a state_dict of an MLP) or a graph
-saved by ``graphnfn convert``.
+CKPT is a .pt/.pth/.safetensors checkpoint (a state_dict of an MLP), a Hugging
+Face model directory (config.json and safetensors weights, read offline) or a
+graph saved by ``graphnfn convert``.
 """
 from __future__ import annotations
 

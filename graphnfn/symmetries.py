@@ -5,7 +5,8 @@ Some edges tie a neuron to another one-to-one, so that relabelling one forces th
 relabelling of the other: a BatchNorm's diagonal edge (the channel and its norm node), a
 Flatten's identity edges (a channel and its spatial positions), a residual sum's identity
 edges (every operand channel and the sum: the stem, each block's last layer and the sums of
-a ResNet stage share one permutation of the residual stream), and a depthwise (grouped)
+a ResNet stage share one permutation of the residual stream), a gated MLP's product edges
+(hidden unit j of the gate and of the up projection feed product j), and a depthwise (grouped)
 convolution's edges (channel c only reads channel c of the layer before). The connected
 components of these ties are the units a permutation moves; a block of node groups tied
 together is permuted as one: S_n for its n units.
@@ -19,7 +20,7 @@ from .canonical import SCALE_ACTIVATIONS, SIGN_ACTIVATIONS, eligible
 from .graph import ACT_COLS, Activation, EdgeType, NeuralGraph, NodeType
 
 #: edges that are an identity or a diagonal: their two ends relabel together
-TYING_EDGES = (EdgeType.NORM, EdgeType.FLATTEN, EdgeType.RESIDUAL)
+TYING_EDGES = (EdgeType.NORM, EdgeType.FLATTEN, EdgeType.RESIDUAL, EdgeType.PRODUCT)
 
 
 def _one_to_one(g: NeuralGraph) -> Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 import converters
 import graphnfn
 from converters import UnsupportedModuleError
-from converters.ir import tag
+from converters.program import tag
 from converters.reference_nets import GPT, SelfAttention, ViT
 from graphnfn import NODE_FEATURES, WEIGHT_COL, EdgeType, NodeType
 from nets import assert_bitwise_equal, mlps

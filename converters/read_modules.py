@@ -1,12 +1,13 @@
-"""From a network to a :class:`~converters.ir.Program` the graph builder wires.
+"""Reading a network into a :class:`~converters.program.Program`, which
+:mod:`converters.wire_program` wires into a graph.
 
 A Sequential (nested at any depth) is read child by child; leaf layers
-(:mod:`converters.layers`) and attention layers (:mod:`converters.attention`)
-become operations; any other module is traced with ``torch.fx``
-(:mod:`converters.trace`), which wires residuals, concatenations and
-reshapes. A bare state_dict is read as an MLP. Anything else is an
-:class:`UnsupportedModuleError` naming the module path or the traced node and
-its source line.
+(:mod:`converters.read_layers`) and attention layers
+(:mod:`converters.read_attention`) become operations; any other module is
+traced with ``torch.fx`` (:mod:`converters.read_fx`), which reads the
+submodules it calls back through :func:`read_module`. A bare state_dict is
+read as an MLP. Anything else is an :class:`UnsupportedModuleError` naming the
+module path or the traced node and its source line.
 """
 from __future__ import annotations
 
@@ -17,36 +18,37 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from graphnfn.graph import Activation
 
-from . import attention
+from . import read_attention
 from .errors import ConversionError, UnsupportedModuleError
-from .ir import Act, Input, Layer, Program, join
-from .layers import is_leaf, leaf_op, plain
+from .program import Act, Input, Layer, Program, join
+from .hf import example_inputs, is_hf_model
+from .read_export import export_program
+from .read_fx import trace_into
+from .read_layers import is_leaf, leaf_op, plain
 
 
-def emit_module(prog: Program, module: nn.Module, name: str, x: int) -> int:
+def read_module(prog: Program, module: nn.Module, name: str, x: int) -> int:
     """Emit ``module`` applied to value ``x`` (``name``: its path); returns its output value."""
     if plain(module, nn.Sequential):  # a subclass with its own forward (a residual wrapper) is traced
         # _modules, not named_children: a module used twice appears twice, as in state_dict()
         for child, sub in module._modules.items():
             if sub is not None:
-                x = emit_module(prog, sub, join(name, child), x)
+                x = read_module(prog, sub, join(name, child), x)
         return x
     if is_leaf(module):
         op = leaf_op(module, name, x)
         return x if op is None else prog.emit(op)
     if plain(module, nn.MultiheadAttention):
-        return attention.mha(prog, module, name, x, x, x)
+        return read_attention.mha(prog, module, name, x, x, x)
     if plain(module, nn.TransformerEncoderLayer):
-        return attention.encoder_layer(prog, module, name, x)
+        return read_attention.encoder_layer(prog, module, name, x)
     if plain(module, nn.TransformerEncoder):
-        return attention.encoder(prog, module, name, x)
-    if attention.is_attention_module(module):
-        return attention.handwritten(prog, module, name, x)
+        return read_attention.encoder(prog, module, name, x)
+    if read_attention.is_attention_module(module):
+        return read_attention.handwritten(prog, module, name, x)
     if type(module).__module__.startswith("torch.nn"):
         raise UnsupportedModuleError(f"{name or type(module).__name__}: unsupported module type {type(module).__name__}")
-    from .trace import trace_into  # trace.py emits the submodules it calls through this function
-
-    return trace_into(prog, module, name, x)
+    return trace_into(prog, module, name, x, read_module)
 
 
 def _refuse_run_time_changes(module: nn.Module) -> None:
@@ -68,14 +70,17 @@ def module_program(module: nn.Module) -> Program:
     """The program of a whole network. A module reads one input (a traced one
     also reads its other ``forward`` arguments); an ``nn.MultiheadAttention``
     with separate q/k/v weights reads query, key and value (a packed one is
-    self-attention on one input)."""
+    self-attention on one input); a Hugging Face model reads its token ids
+    (and token types) or images through torch.export."""
     _refuse_run_time_changes(module)
+    if is_hf_model(module):  # transformers 5 has no fx tracer: read the model's torch.export graph
+        return export_program(module, example_inputs(module))
     prog = Program()
     if plain(module, nn.MultiheadAttention) and not module._qkv_same_embed_dim:
         q, k, v = (prog.emit(Input(args=(), name=f"input:{role}")) for role in ("query", "key", "value"))
-        prog.output = attention.mha(prog, module, "", q, k, v)
+        prog.output = read_attention.mha(prog, module, "", q, k, v)
         return prog
-    prog.output = emit_module(prog, module, "", prog.emit(Input(args=(), name="input")))
+    prog.output = read_module(prog, module, "", prog.emit(Input(args=(), name="input")))
     return prog
 
 

@@ -5,10 +5,11 @@ order, each reading values (``args``, value ids) and writing one (``out``).
 A value stands for a tensor of the forward pass: the network input, the
 output of a layer, a parameter used directly (positional embedding, class
 token) or ``torch.arange`` positions. Chains (Sequentials) and DAGs (torch.fx
-traces with residuals, concatenations, attention) share this form, so one
-graph builder wires both. Operations keep torch's own meaning (``dim``
-arguments as written): :mod:`converters.build` decides what they mean for the
-feature layout of the value they read.
+traces with residuals, concatenations, attention; torch.export graphs of
+Hugging Face models) share this form, so one graph builder wires all of them.
+Operations keep torch's own meaning (``dim`` arguments as written, batch
+first): :mod:`converters.wire_program` decides what they mean for the feature
+layout of the value they read.
 """
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ class Input(Op):
 @dataclass(kw_only=True)
 class Layer(Op):
     """A layer with parameters. ``kind``: ``linear``, ``conv``, ``batch_norm``,
-    ``layer_norm`` or ``embedding``. ``tensors`` maps a role (``weight``,
-    ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``) to its
-    (state_dict key, tensor); ``geometry`` holds conv stride/padding/dilation
-    as (h, w) pairs and the padding mode, or the normalised feature count."""
+    ``layer_norm``, ``rms_norm`` or ``embedding``. ``tensors`` maps a role
+    (``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked``) to its (state_dict key, tensor); ``geometry``
+    holds conv stride/padding/dilation as (h, w) pairs and the padding mode,
+    the normalised feature count, or ``transposed`` for a Linear whose weight
+    is stored [in, out] (Hugging Face's Conv1D in GPT-2)."""
 
     kind: str
     tensors: dict[str, Named]
@@ -69,6 +72,11 @@ class Layer(Op):
     @property
     def weight(self) -> Tensor | None:
         return self.tensors["weight"][1] if "weight" in self.tensors else None
+
+    @property
+    def matrix(self) -> Tensor:
+        """The weight as [out, in, *kernel] (a view of a transposed weight)."""
+        return self.weight.T if self.geometry.get("transposed") else self.weight
 
     def params(self) -> Iterator[Named]:
         return (kt for role, kt in self.tensors.items() if role != "num_batches_tracked")
@@ -121,6 +129,11 @@ class SelectToken(Op):
 
 
 @dataclass(kw_only=True)
+class Mul(Op):
+    """Elementwise product of two values of the same features (a gated MLP's act(gate) * up)."""
+
+
+@dataclass(kw_only=True)
 class Add(Op):
     """Elementwise sum of two values (residual), or of a value and a parameter
     (learned positional embedding)."""
@@ -153,21 +166,44 @@ class Positions(Op):
 class Proj:
     """One projection of an attention layer: rows ``row0 : row0 + n`` of
     ``weight`` and entries ``bias0 : bias0 + n`` of ``bias`` (offsets are
-    non-zero in packed q/k/v parameters)."""
+    non-zero in packed q/k/v parameters); columns instead of rows when the
+    weight is stored [in, out] (``transposed``)."""
 
     weight: Named
     n: int
     row0: int = 0
     bias: Named | None = None
     bias0: int = 0
+    transposed: bool = False
+
+    @property
+    def inputs(self) -> int:
+        return self.weight[1].size(0 if self.transposed else 1)
+
+    def matrix(self) -> Tensor:
+        """[n, inputs]: the projection's rows (a view)."""
+        w = self.weight[1]
+        return w[:, self.row0:self.row0 + self.n].T if self.transposed else w[self.row0:self.row0 + self.n]
+
+
+@dataclass
+class Rotary:
+    """Rotary position embedding of the queries and keys: in every head, dims
+    ``pairs[p] = (i, j)`` rotate by the angle ``freq[p] * t`` at token t,
+    q_i -> q_i cos - q_j sin and q_j -> q_j cos + q_i sin."""
+
+    pairs: Tensor  # [P, 2] long
+    freq: Tensor  # [P] float64
 
 
 @dataclass(kw_only=True)
 class Attention(Op):
     """Multi-head scaled dot-product attention, args (query, key, value source):
-    head i computes softmax(scale * (x W_q[i] + b)(x W_k[i] + b)^T) (x W_v[i] + b)
-    and the output projection W_o maps the concatenated heads back. ``consts``
-    are buffers kept as they are (a causal mask)."""
+    head i computes softmax(scale * (x W_q[i] + b)(x W_k[g(i)] + b)^T) (x W_v[g(i)] + b)
+    and the output projection W_o maps the concatenated heads back. With
+    grouped-query attention ``kv_heads`` < ``heads`` key/value heads serve
+    heads / kv_heads consecutive query heads each (g(i) = i // (heads / kv_heads));
+    else g(i) = i. ``rotary`` rotates q and k by token position first."""
 
     heads: int
     q: Proj
@@ -176,7 +212,13 @@ class Attention(Op):
     o: Proj
     scale: float
     causal: bool = False
-    consts: dict[str, Tensor] = field(default_factory=dict)
+    kv_heads: int | None = None
+    rotary: Rotary | None = None
+
+    @property
+    def groups(self) -> int:
+        """Key/value heads."""
+        return self.kv_heads or self.heads
 
     def params(self) -> Iterator[Named]:
         seen: dict[str, Tensor] = {}
@@ -189,11 +231,13 @@ class Attention(Op):
 
 @dataclass
 class Program:
-    """Operations in execution order and the value the network returns."""
+    """Operations in execution order and the value the network returns;
+    ``consts``: state_dict entries kept as they are (a causal-mask buffer)."""
 
     ops: list[Op] = field(default_factory=list)
     output: int = -1
     num_values: int = 0
+    consts: dict[str, Tensor] = field(default_factory=dict)
 
     def emit(self, op: Op) -> int:
         op.out = self.num_values

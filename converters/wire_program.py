@@ -1,11 +1,12 @@
-"""Wire a :class:`~converters.ir.Program` into a NeuralGraph.
+"""Wiring a :class:`~converters.program.Program` into a NeuralGraph (the
+graph's nodes and edges are grown by :class:`~converters.graph_builder.GraphBuilder`).
 
 Each value of the program is held by graph nodes (a :class:`Feat`: the ids of
 the nodes holding its features, in feature order, and its layout). Layers add
 a block of nodes and the edges into it; activations and pooling annotate the
 nodes they follow; residual sums add a block of ``RESIDUAL`` nodes with
-identity edges from both operands; a feature concatenation joins the id
-lists (no nodes); attention adds query, key, head, value and output nodes
+identity edges from both operands, and products (a gated MLP) ``PRODUCT``
+nodes; a feature concatenation joins the id lists (no nodes); attention adds query, key, head, value and output nodes
 (:mod:`converters.wire_attention`). An input gets its nodes when a layer first
 reads it, sized by that layer.
 
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from graphnfn.graph import EdgeType, NeuralGraph, NodeType
 
-from . import ir
+from .program import (Act, Add, Attention, Cat, Flatten, Input, Layer, Mean, Mul, Op, Param, Pool, Positions,
+                      Program, SelectToken, ToTokens, tag)
 from .errors import ConversionError, NonFiniteWeightError
 from .graph_builder import LINEAR_META, Block, GraphBuilder, row_major, transposed
 from .wire_attention import wire_attention
@@ -61,35 +63,35 @@ class Slot:
 POSITIONS = "positions"  # the value of torch.arange
 
 
-def _patch_embeddings(prog: ir.Program) -> set[int]:
+def _patch_embeddings(prog: Program) -> set[int]:
     """Convs that cut a network input into patches (stride = kernel, no padding)
     for a token sequence (their output flattened and transposed to tokens)."""
-    readers: dict[int, list[ir.Op]] = defaultdict(list)
+    readers: dict[int, list[Op]] = defaultdict(list)
     for op in prog.ops:
         for a in op.args:
             readers[a].append(op)
-    inputs = {op.out for op in prog.ops if isinstance(op, ir.Input)}
+    inputs = {op.out for op in prog.ops if isinstance(op, Input)}
 
     def to_tokens(value: int) -> bool:
         ops = readers[value]
-        return bool(ops) and all(isinstance(r, ir.ToTokens) or (isinstance(r, ir.Flatten) and r.start_dim == 2
+        return bool(ops) and all(isinstance(r, ToTokens) or (isinstance(r, Flatten) and r.start_dim == 2
                                                                 and to_tokens(r.out)) for r in ops)
 
-    return {op.out for op in prog.ops if isinstance(op, ir.Layer) and op.kind == "conv" and op.geometry["patches"]
+    return {op.out for op in prog.ops if isinstance(op, Layer) and op.kind == "conv" and op.geometry["patches"]
             and op.args[0] in inputs and to_tokens(op.out)}
 
 
-def _token_inputs(prog: ir.Program) -> set[int]:
+def _token_inputs(prog: Program) -> set[int]:
     """Inputs an operation that needs a token sequence depends on."""
     reach: dict[int, frozenset[int]] = {}
     tokens: set[int] = set()
-    params_out = {op.out for op in prog.ops if isinstance(op, ir.Param)}
+    params_out = {op.out for op in prog.ops if isinstance(op, Param)}
     for op in prog.ops:
-        reach[op.out] = frozenset({op.out}) if isinstance(op, ir.Input) else frozenset().union(
+        reach[op.out] = frozenset({op.out}) if isinstance(op, Input) else frozenset().union(
             *(reach.get(a, frozenset()) for a in op.args))
         params = not params_out.isdisjoint(op.args)
-        if isinstance(op, (ir.Attention, ir.SelectToken)) or (isinstance(op, (ir.Add, ir.Cat)) and params) or (
-                isinstance(op, ir.Mean) and set(op.dims) <= {1, -2}):
+        if isinstance(op, (Attention, SelectToken)) or (isinstance(op, (Add, Cat)) and params) or (
+                isinstance(op, Mean) and set(op.dims) <= {1, -2}):
             tokens |= reach[op.out]
     return tokens
 
@@ -97,14 +99,14 @@ def _token_inputs(prog: ir.Program) -> set[int]:
 class _Wiring:
     """The value -> nodes state while the program's operations are wired."""
 
-    def __init__(self, b: GraphBuilder, prog: ir.Program, patch_embeddings: set[int]):
+    def __init__(self, b: GraphBuilder, prog: Program, patch_embeddings: set[int]):
         self.b = b
         self.values: dict[int, object] = {}
         self.token_inputs = _token_inputs(prog)
         self.patch_embeddings = patch_embeddings
 
     # -- reading values ------------------------------------------------------------
-    def feat(self, op: ir.Op, i: int, n: int | None = None, layout: str | None = None) -> Feat:
+    def feat(self, op: Op, i: int, n: int | None = None, layout: str | None = None) -> Feat:
         """Argument i as nodes; an unread input gets n nodes in ``layout``
         (tokens or flat as the program needs, when not given)."""
         v = self.values[op.args[i]]
@@ -116,49 +118,49 @@ class _Wiring:
                 block = self.b.add_nodes(v.name, n, NodeType.INPUT, position=torch.arange(n))
                 v.feat = Feat(block.ids, layout, self.b.versions(block.ids))
             v = v.feat
-        if v is POSITIONS or isinstance(v, ir.Param):
+        if v is POSITIONS or isinstance(v, Param):
             raise ConversionError(f"{op.label}: reads {'torch.arange positions' if v is POSITIONS else 'a parameter'} "
                                   "where a tensor of the network is expected")
         if not torch.equal(self.b.versions(v.ids), v.version):
             raise ConversionError(f"{op.label}: reads a value that a later activation or pooling changed in place "
                                   "(the graph holds one value per neuron)")
-        op.require(v.layout != "ids" or isinstance(op, ir.Layer) and op.kind == "embedding",
+        op.require(v.layout != "ids" or isinstance(op, Layer) and op.kind == "embedding",
                    "token ids can only be read by an nn.Embedding")
         return v
 
     def changed(self, x: Feat, **fields) -> Feat:
         return replace(x, version=self.b.bump(x.ids), flat_nodes={}, **fields)
 
-    # -- operations -------------------------------------------------------------------
-    def run(self, op: ir.Op) -> object:
-        if isinstance(op, ir.Input):
-            return Slot(op.name, op.out in self.token_inputs)
-        if isinstance(op, ir.Param):
-            return op
-        if isinstance(op, ir.Positions):
-            return POSITIONS
-        if isinstance(op, ir.Flatten) and op.start_dim == 1 and self._unread(op.args[0]):
-            self.values[op.args[0]].flat = True  # flattening the raw input: the inputs are its features
-            return self.values[op.args[0]]
-        return getattr(self, f"_{type(op).__name__.lower()}")(op)
+    # -- operations: WIRE_OP and WIRE_LAYER below say which method wires which op ----------
+    def run(self, op: Op) -> object:
+        return WIRE_OP[type(op)](self, op)
 
-    def _layer(self, op: ir.Layer) -> Feat:
-        return getattr(self, f"_{op.kind}")(op)
+    def input(self, op: Input) -> Slot:
+        return Slot(op.name, op.out in self.token_inputs)
 
-    def _attention(self, op: ir.Attention) -> Feat:
+    def param(self, op: Param) -> Param:
+        return op  # wired by the op that reads it (a positional embedding, class tokens)
+
+    def positions(self, op: Positions) -> str:
+        return POSITIONS
+
+    def layer(self, op: Layer) -> Feat:
+        return WIRE_LAYER[op.kind](self, op)
+
+    def attention(self, op: Attention) -> Feat:
         xs = []
         for i, p in enumerate((op.q, op.k, op.v)):
             key, w = p.weight
-            x = self.feat(op, i, w.size(1))
+            x = self.feat(op, i, p.inputs)
             op.require(x.layout == "tokens", f"attention needs a token sequence, got a {x.layout} value")
-            op.require(x.ids.numel() == w.size(1), f"{key!r} of shape {tuple(w.shape)} expects {w.size(1)} inputs, "
-                                                   f"the previous layer has {x.ids.numel()} outputs")
+            op.require(x.ids.numel() == p.inputs, f"{key!r} of shape {tuple(w.shape)} expects {p.inputs} inputs, "
+                                                  f"the previous layer has {x.ids.numel()} outputs")
             xs.append(x.ids)
         ids = wire_attention(self.b, op, *xs)
         return Feat(ids, "tokens", self.b.versions(ids))
 
-    def _linear(self, op: ir.Layer) -> Feat:
-        w = op.weight
+    def linear(self, op: Layer) -> Feat:
+        w = op.matrix
         n_in = w.size(1)
         x = self.feat(op, 0, n_in)
         if x.layout == "flatmap":
@@ -168,7 +170,7 @@ class _Wiring:
                    f"weight {tuple(w.shape)} expects {n_in} inputs, the previous layer has {x.ids.numel()} outputs")
         return self._out(self._dense(op, x, EdgeType.LINEAR, 1, **LINEAR_META), x)
 
-    def _conv(self, op: ir.Layer) -> Feat:
+    def conv(self, op: Layer) -> Feat:
         w = op.weight
         if op.out in self.patch_embeddings:
             return self._patch_embedding(op)
@@ -186,7 +188,7 @@ class _Wiring:
                             padding_mode=g["padding_mode"])
         return replace(self._out(block, x), sdims=w.dim() - 2, positions=None)
 
-    def _patch_embedding(self, op: ir.Layer) -> Feat:
+    def _patch_embedding(self, op: Layer) -> Feat:
         """A conv cutting the input into P x P patches for tokens is the Linear on
         flattened patches it computes: an input node per (channel, dy, dx) of a
         patch (``position`` c P^2 + dy P + dx) and a LINEAR edge per (pixel,
@@ -198,18 +200,19 @@ class _Wiring:
         block = self._dense(op, x, EdgeType.LINEAR, 1, **LINEAR_META)
         return Feat(block.ids, "map", self.b.versions(block.ids), sdims=w.dim() - 2)
 
-    def _dense(self, op: ir.Layer, x: Feat, edge_type: EdgeType, k: int, groups: int = 1, **meta: float) -> Block:
+    def _dense(self, op: Layer, x: Feat, edge_type: EdgeType, k: int, groups: int = 1, **meta: float) -> Block:
         """Linear or Conv: one edge per (in, out) pair carrying W[out, in], the
         kernel flattened into k values. A grouped conv (W [out, in / groups, ...])
         has edges only inside each group: output j reads the in / groups channels
         of its group (a depthwise conv: channel j alone), so the missing edges are
         the zeros of the dense kernel."""
         key, w = op.tensors["weight"]
-        n_out, n_in = w.size(0), w[0].numel() // k
+        n_out, n_in = op.matrix.size(0), op.matrix[0].numel() // k
         block = self.b.add_nodes(op.name, n_out, NodeType.HIDDEN, [x.ids])
         src = x.ids[None, :] if groups == 1 else x.ids.view(groups, n_in).repeat_interleave(n_out // groups, 0)
-        self.b.add_edges(src, block.ids[:, None], w.reshape(n_out, n_in, k), edge_type, self.b.edge_group(key),
-                         row_major(torch.arange(n_out), n_in), **meta)
+        slot = transposed(*w.shape) if op.geometry.get("transposed") else row_major(torch.arange(n_out), n_in)
+        self.b.add_edges(src, block.ids[:, None], op.matrix.reshape(n_out, n_in, k), edge_type,
+                         self.b.edge_group(key), slot, **meta)
         self.b.record_edges(key, w, k)
         if "bias" in op.tensors:
             self.b.node_param(*op.tensors["bias"], "bias", [block])
@@ -219,18 +222,19 @@ class _Wiring:
         """The value a new block holds, laid out like ``like``."""
         return Feat(block.ids, like.layout, self.b.versions(block.ids), like.sdims, like.positions)
 
-    def _batch_norm(self, op: ir.Layer) -> Feat:
+    def batch_norm(self, op: Layer) -> Feat:
         x = self.feat(op, 0, op.geometry["num_features"], "flat")
         op.require(x.layout != "flatmap", "BatchNorm after Flatten of a feature map is not supported")
         op.require(x.layout in ("flat", "map"), "BatchNorm normalises dim 1: it needs flat features or a feature map")
         return self._norm(op, x, NodeType.NORM, ("bias", "running_mean", "running_var"))
 
-    def _layer_norm(self, op: ir.Layer) -> Feat:
+    def layer_norm(self, op: Layer) -> Feat:
         x = self.feat(op, 0, op.geometry["num_features"])
-        op.require(x.layout in ("flat", "tokens"), "LayerNorm normalises the last dim: it needs features or tokens")
-        return self._norm(op, x, NodeType.LAYER_NORM, ("bias",))
+        op.require(x.layout in ("flat", "tokens"), "LayerNorm and RMSNorm normalise the last dim: they need features "
+                                                   "or tokens")
+        return self._norm(op, x, NodeType.LAYER_NORM if op.kind == "layer_norm" else NodeType.RMS_NORM, ("bias",))
 
-    def _norm(self, op: ir.Layer, x: Feat, node_type: NodeType, roles: Sequence[str]) -> Feat:
+    def _norm(self, op: Layer, x: Feat, node_type: NodeType, roles: Sequence[str]) -> Feat:
         """A node per feature, the scale on the diagonal edge into it, the shift
         (and running statistics) as node features: exactly invertible."""
         c = x.ids.numel()
@@ -252,13 +256,13 @@ class _Wiring:
             self.b.record_const(*op.tensors["num_batches_tracked"])
         return self._out(block, x)
 
-    def _embedding(self, op: ir.Layer) -> Feat:
+    def embedding(self, op: Layer) -> Feat:
         """Token v -> feature d carries weight[v, d] (a Linear on one-hot tokens);
         on torch.arange positions the tokens are position nodes."""
         key, w = op.tensors["weight"]
         source = self.values[op.args[0]]
         if source is POSITIONS:
-            src = self.b.add_nodes(ir.tag(op.name, "positions"), w.size(0), NodeType.POSITION,
+            src = self.b.add_nodes(tag(op.name, "positions"), w.size(0), NodeType.POSITION,
                                    position=torch.arange(w.size(0))).ids
             edge_type = EdgeType.POS_EMBED
         else:
@@ -273,14 +277,14 @@ class _Wiring:
         self.b.record_edges(key, w)
         return Feat(block.ids, "tokens", self.b.versions(block.ids))
 
-    def _act(self, op: ir.Act) -> Feat:
+    def act(self, op: Act) -> Feat:
         x = self._annotated(op)
         op.require(bool((self.b.column(x.ids, "act_identity") == 1).all()),
                    f"two activations in a row after {self.b.group_name(x.ids[0])!r}")
         self.b.set_activation(x.ids, op.kind, op.param)
         return self.changed(x)
 
-    def _annotated(self, op: ir.Op) -> Feat:
+    def _annotated(self, op: Op) -> Feat:
         """The argument of an op that changes its nodes in place, after the checks."""
         first = "the network must start with a Linear, Conv or BatchNorm layer"
         op.require(not self._unread(op.args[0]), first)
@@ -290,7 +294,7 @@ class _Wiring:
                                                "the graph holds one value per neuron")
         return x
 
-    def _pool(self, op: ir.Pool) -> Feat:
+    def pool(self, op: Pool) -> Feat:
         x = self._annotated(op)
         op.require(x.layout == "map", "pooling needs a conv feature map")
         col = self.b.column(x.ids, f"pool_{op.kind}")
@@ -299,7 +303,7 @@ class _Wiring:
                           op.size if op.size < 0 else col if bool((col < 0).any()) else col.clamp(min=1) * op.size)
         return self.changed(x, positions=op.positions)
 
-    def _mean(self, op: ir.Mean) -> Feat:
+    def mean(self, op: Mean) -> Feat:
         """Global average pooling: over the spatial dims of a map or over the tokens."""
         x = self._annotated(op)
         spatial = {2, 3, -1, -2} if x.layout == "map" else {1, -2} if x.layout == "tokens" else set()
@@ -308,13 +312,16 @@ class _Wiring:
         self.b.set_column(x.ids, "pool_avg", -1)
         return self.changed(x, layout="flat", positions=1)
 
-    def _selecttoken(self, op: ir.SelectToken) -> Feat:
+    def select_token(self, op: SelectToken) -> Feat:
         x = self._annotated(op)
         op.require(x.layout == "tokens", "x[:, k] is supported on a token sequence only")
         self.b.set_column(x.ids, "read_token", op.index)
         return self.changed(x, layout="flat")
 
-    def _flatten(self, op: ir.Flatten) -> Feat:
+    def flatten(self, op: Flatten) -> Feat | Slot:
+        if op.start_dim == 1 and self._unread(op.args[0]):
+            self.values[op.args[0]].flat = True  # flattening the raw input: the inputs are its features
+            return self.values[op.args[0]]
         x = self.feat(op, 0)
         if op.start_dim == 2:
             op.require(x.layout == "map", "flatten(2) needs a feature map")
@@ -327,7 +334,7 @@ class _Wiring:
             return x
         return replace(x, layout="flat") if x.positions == 1 else replace(x, layout="flatmap", flat_name=op.name)
 
-    def _unflatten(self, op: ir.Layer, x: Feat, n_in: int) -> Feat:
+    def _unflatten(self, op: Layer, x: Feat, n_in: int) -> Feat:
         """The Linear after a Flatten of C channels x S positions reads (channel,
         position) nodes: node c*S+p hangs off channel c by a flatten edge."""
         c = x.ids.numel()
@@ -338,23 +345,23 @@ class _Wiring:
             return replace(x, layout="flat")
         if positions not in x.flat_nodes:
             flat = torch.arange(c * positions)
-            block = self.b.add_nodes(ir.tag(x.flat_name or op.name, "flatten"), c * positions, NodeType.FLATTEN,
+            block = self.b.add_nodes(tag(x.flat_name or op.name, "flatten"), c * positions, NodeType.FLATTEN,
                                      [x.ids], flat % positions, flat)
             self.b.identity(x.ids.repeat_interleave(positions), block.ids, EdgeType.FLATTEN)
             x.flat_nodes[positions] = block.ids
         ids = x.flat_nodes[positions]
         return Feat(ids, "flat", self.b.versions(ids))
 
-    def _totokens(self, op: ir.ToTokens) -> Feat:
+    def to_tokens(self, op: ToTokens) -> Feat:
         x = self.feat(op, 0)
         op.require(x.layout == "map" and x.sdims == 1, "the transpose to tokens needs a feature map [B, C, L] "
                                                        "(flatten(2) a 2-D map first)")
         return replace(x, layout="tokens", sdims=0)
 
-    def _add(self, op: ir.Add) -> Feat:
+    def add(self, op: Add) -> Feat:
         """A residual sum: a RESIDUAL node per feature with identity edges from
         both operands; ``x + P`` of a positional parameter P: see :meth:`_param_rows`."""
-        params = [i for i in (0, 1) if isinstance(self.values[op.args[i]], ir.Param)]
+        params = [i for i in (0, 1) if isinstance(self.values[op.args[i]], Param)]
         if params:
             op.require(len(params) == 1, "the sum of two parameters is not wired")
             return self._param_rows(op, 1 - params[0], [self.values[op.args[params[0]]]], NodeType.POSITION,
@@ -370,15 +377,26 @@ class _Wiring:
         self.b.identity(b.ids, block.ids, EdgeType.RESIDUAL)
         return self._out(block, a)
 
+    def mul(self, op: Mul) -> Feat:
+        """An elementwise product: a PRODUCT node per feature with an edge from each operand."""
+        a = self.feat(op, 0)
+        b = self.feat(op, 1, a.ids.numel(), a.layout)
+        op.require(a.ids.numel() == b.ids.numel() and a.layout == b.layout and a.layout in ("flat", "tokens"),
+                   f"product of a {a.layout} value of {a.ids.numel()} features and a {b.layout} value of {b.ids.numel()}")
+        block = self.b.add_nodes(op.name, a.ids.numel(), NodeType.PRODUCT, [a.ids, b.ids])
+        self.b.identity(a.ids, block.ids, EdgeType.PRODUCT)
+        self.b.identity(b.ids, block.ids, EdgeType.PRODUCT)
+        return self._out(block, a)
+
     def _unread(self, value: int) -> bool:
         v = self.values[value]
         return isinstance(v, Slot) and v.feat is None
 
-    def _cat(self, op: ir.Cat) -> Feat:
+    def cat(self, op: Cat) -> Feat:
         """Along the features: the id lists joined (no nodes). Along the tokens:
         class-token parameters prepended (see :meth:`_param_rows`)."""
         values = [self.values[a] for a in op.args]
-        params = [v for v in values if isinstance(v, ir.Param)]
+        params = [v for v in values if isinstance(v, Param)]
         if params:
             op.require(values[:len(params)] == params and len(values) == len(params) + 1 and op.dim in (1, -2),
                        "only class-token parameters prepended to one token sequence (torch.cat([cls, x], dim=1)) "
@@ -394,7 +412,7 @@ class _Wiring:
         ids = torch.cat([f.ids for f in feats])
         return Feat(ids, layout, self.b.versions(ids), feats[0].sdims)
 
-    def _param_rows(self, op: ir.Op, i: int, params: list[ir.Param], node_type: NodeType, edge_type: EdgeType,
+    def _param_rows(self, op: Op, i: int, params: list[Param], node_type: NodeType, edge_type: EdgeType,
                     what: str) -> Feat:
         """Parameters [..., n, D] added to (positional embedding) or prepended
         to (class tokens) token sequence argument i: a node per row k (``position``
@@ -422,11 +440,24 @@ class _Wiring:
         return self._out(block, x)
 
 
+#: the method that wires each operation type
+WIRE_OP: dict[type, Callable[[_Wiring, Op], object]] = {
+    Input: _Wiring.input, Param: _Wiring.param, Positions: _Wiring.positions, Layer: _Wiring.layer,
+    Attention: _Wiring.attention, Act: _Wiring.act, Pool: _Wiring.pool, Mean: _Wiring.mean,
+    SelectToken: _Wiring.select_token, Flatten: _Wiring.flatten, ToTokens: _Wiring.to_tokens, Add: _Wiring.add,
+    Mul: _Wiring.mul, Cat: _Wiring.cat,
+}
+#: the method that wires each kind of :class:`Layer`
+WIRE_LAYER: dict[str, Callable[[_Wiring, Layer], Feat]] = {
+    "linear": _Wiring.linear, "conv": _Wiring.conv, "batch_norm": _Wiring.batch_norm,
+    "layer_norm": _Wiring.layer_norm, "rms_norm": _Wiring.layer_norm, "embedding": _Wiring.embedding,
+}
+
 #: Weight dtypes a graph holds exactly (float8, integer and complex weights do not).
 GRAPH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _graph_dtype(ops: Sequence[ir.Op], allow_nonfinite: bool) -> tuple[torch.dtype, torch.device]:
+def _graph_dtype(ops: Sequence[Op], allow_nonfinite: bool) -> tuple[torch.dtype, torch.device]:
     dtype, device = None, None
     for op in ops:
         for key, t in op.params():
@@ -444,13 +475,13 @@ def _graph_dtype(ops: Sequence[ir.Op], allow_nonfinite: bool) -> tuple[torch.dty
     return (torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype), device
 
 
-def build_graph(prog: ir.Program, key_order: Sequence[str], allow_nonfinite: bool = False) -> NeuralGraph:
+def build_graph(prog: Program, key_order: Sequence[str], allow_nonfinite: bool = False) -> NeuralGraph:
     """The NeuralGraph of ``prog``; ``key_order`` is the state_dict's key order,
     and every key must be held by the graph."""
     dtype, device = _graph_dtype(prog.ops, allow_nonfinite)
     patches = _patch_embeddings(prog)
     kernel = max([op.weight[0, 0].numel() for op in prog.ops
-                  if isinstance(op, ir.Layer) and op.kind == "conv" and op.out not in patches] + [1])
+                  if isinstance(op, Layer) and op.kind == "conv" and op.out not in patches] + [1])
     wiring = _Wiring(GraphBuilder(dtype, device, kernel), prog, patches)
     for op in prog.ops:
         wiring.values[op.out] = wiring.run(op)
@@ -458,9 +489,11 @@ def build_graph(prog: ir.Program, key_order: Sequence[str], allow_nonfinite: boo
     last = prog.ops[-1]
     no_layer = "the network has no Linear, Conv or BatchNorm layer"
     last.require(not isinstance(out, Slot) or out.feat is not None, no_layer)
-    last.require(not (out is POSITIONS or isinstance(out, ir.Param)), "the network returns a parameter, not a computed value")
+    last.require(not (out is POSITIONS or isinstance(out, Param)), "the network returns a parameter, not a computed value")
     out = out.feat if isinstance(out, Slot) else out
     last.require(out.layout != "flatmap", "the network ends with an unconsumed Flatten of a feature map")
     last.require(not bool((wiring.b.node_types(out.ids) == NodeType.INPUT).any()), no_layer)
     last.require(torch.equal(wiring.b.versions(out.ids), out.version), "the output was changed in place after it was made")
+    for key, t in prog.consts.items():
+        wiring.b.record_const(key, t)
     return wiring.b.finish(key_order, out.ids)

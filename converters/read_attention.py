@@ -1,4 +1,4 @@
-"""Attention layers -> :class:`~converters.ir.Attention` operations.
+"""Attention layers -> :class:`~converters.program.Attention` operations.
 
 Three sources: ``nn.MultiheadAttention`` (packed ``in_proj_weight`` or
 separate ``q/k/v_proj_weight``), ``nn.TransformerEncoderLayer`` /
@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from .activations import function_activation, module_activation
 from .errors import UnsupportedModuleError
-from .ir import Act, Add, Attention, Program, Proj, join
-from .layers import SKIP_MODULES, leaf_op, module_tensors
+from .program import Act, Add, Attention, Program, Proj, join
+from .read_layers import SKIP_MODULES, leaf_op, module_tensors
 
 HEAD_ATTRS = ("num_heads", "n_heads", "n_head", "heads", "nhead", "num_attention_heads")
 KV_HEAD_ATTRS = ("num_kv_heads", "n_kv_heads", "n_kv_head", "num_key_value_heads", "kv_heads", "num_kv_groups")
@@ -210,8 +210,8 @@ def handwritten(prog: Program, m: nn.Module, name: str, x: int) -> int:
     for (scale, causal), want in reference_attention(op, probe):
         if isinstance(got, Tensor) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-7, atol=1e-9):
             op.scale, op.causal = scale, causal
-            op.consts = {join(name, n): b.detach() for n, b in m.state_dict(keep_vars=True).items()
-                         if n.rsplit(".", 1)[0] not in used}
+            prog.consts.update({join(name, n): b.detach() for n, b in m.state_dict(keep_vars=True).items()
+                                if n.rsplit(".", 1)[0] not in used})
             return prog.emit(op)
     raise UnsupportedModuleError(
         f"{label} ({type(m).__name__}): has q/k/v/o projections and {heads} heads but does not compute plain "

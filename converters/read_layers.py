@@ -8,7 +8,7 @@ from graphnfn.graph import PADDING_MODES, Activation
 
 from .activations import MODULE_ACTS, module_activation
 from .errors import UnsupportedModuleError
-from .ir import Act, Flatten, Layer, Named, Op, Pool
+from .program import Act, Flatten, Layer, Named, Op, Pool
 
 SKIP_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 POOL_MODULES = {
@@ -75,15 +75,17 @@ def module_tensors(module: nn.Module, name: str, roles: tuple[str, ...]) -> dict
     return {r: (prefix + r, own[r].detach()) for r in roles if own.get(r) is not None}
 
 
-def _conv_geometry(m: nn.Module, name: str) -> dict[str, object]:
-    if m.padding_mode not in PADDING_MODES:
-        raise UnsupportedModuleError(f"{name}: padding_mode {m.padding_mode!r} is not supported")
-    padding = (-1, -1) if m.padding == "same" else (0, 0) if m.padding == "valid" else _pair(m.padding, 0)
+def conv_geometry(kernel_size, stride, padding, dilation, groups: int, padding_mode: str,
+                  label: str) -> dict[str, object]:
+    """The ``geometry`` of a conv :class:`Layer` from its settings (ints, tuples, or "same"/"valid" padding)."""
+    if padding_mode not in PADDING_MODES:
+        raise UnsupportedModuleError(f"{label}: padding_mode {padding_mode!r} is not supported")
+    padding = (-1, -1) if padding == "same" else (0, 0) if padding == "valid" else _pair(padding, 0)
     # stride = kernel > 1 without padding or dilation: the conv cuts its input into patches
-    patches = tuple(m.stride) == tuple(m.kernel_size) and padding == (0, 0) and _pair(m.dilation) == (1, 1) \
-        and prod(m.kernel_size) > 1 and m.groups == 1
-    return {"stride": _pair(m.stride), "padding": padding, "dilation": _pair(m.dilation),
-            "padding_mode": PADDING_MODES.index(m.padding_mode), "patches": patches, "groups": m.groups}
+    patches = _pair(stride) == _pair(kernel_size) and padding == (0, 0) and _pair(dilation) == (1, 1) \
+        and prod(kernel_size) > 1 and groups == 1
+    return {"stride": _pair(stride), "padding": padding, "dilation": _pair(dilation),
+            "padding_mode": PADDING_MODES.index(padding_mode), "patches": patches, "groups": groups}
 
 
 def leaf_op(module: nn.Module, name: str, x: int) -> Op | None:
@@ -94,7 +96,8 @@ def leaf_op(module: nn.Module, name: str, x: int) -> Op | None:
         return Layer(args=(x,), name=name, kind="linear", tensors=module_tensors(module, name, ("weight", "bias")))
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         return Layer(args=(x,), name=name, kind="conv", tensors=module_tensors(module, name, ("weight", "bias")),
-                     geometry=_conv_geometry(module, name))
+                     geometry=conv_geometry(module.kernel_size, module.stride, module.padding, module.dilation,
+                                            module.groups, module.padding_mode, name))
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         roles = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
         return Layer(args=(x,), name=name, kind="batch_norm", tensors=module_tensors(module, name, roles),
