@@ -1,4 +1,4 @@
-"""The encoding a user can check by hand (README, "The neuron graph")."""
+"""The encoding a user can check by hand (docs/encoding.md, "A worked example to check by hand")."""
 import torch
 from torch import nn
 

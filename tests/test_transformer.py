@@ -219,7 +219,7 @@ def test_residual_layernorm_embeddings_and_class_token():
 
 
 def test_readme_one_block_two_heads_example():
-    """The drawn example of the README: its node and edge counts, by type."""
+    """The drawn example of docs/encoding.md: its node and edge counts, by type."""
     from collections import Counter
 
     layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, norm_first=True, batch_first=True)

@@ -30,8 +30,8 @@ from .classifier_training import checkpoint_epochs, train_classifier
 INITS = ("independent", "shared", "shared-permuted")
 #: SIREN zoo defaults per data set (the command line fills options left out from here)
 SIREN_DEFAULTS = {
-    # measured (README, "Results"): independent init leaves every model near chance on 8x8 digits,
-    # shared init lets a flat MLP saturate; shared-permuted separates the models
+    # measured (docs/zoos.md): independent init leaves every model near chance on 8x8 digits,
+    # shared init lets a flat MLP saturate; shared-permuted is a symmetry diagnostic (solved by undoing permutations)
     "digits": {"init": "shared-permuted", "resolution": 8, "per_image": 1, "steps": 500, "lr": 1e-3, "w0": 30.0,
                "target_psnr": 40.0},
     "fashion-mnist": {"init": "independent", "resolution": 28, "per_image": 1, "steps": 500, "lr": 1e-3, "w0": 30.0,
