@@ -1,6 +1,6 @@
 """Sparse graph layers vs a dense relational-transformer baseline.
 
-    python -m benchmarks.graph_models [--device cpu|cuda] [--d 64] [--repeat 3]
+    python -m benchmarks.graph_models [--device cpu|cuda] [--d 64] [--repeat 3] [--cases CASE ...] [--no-scaling]
 
 Per case, one layer of each kind at the same width d: time of forward+backward
 (best of --repeat, after a warm-up) and peak memory of those steps above what
@@ -62,9 +62,12 @@ def _layer(kind: str, d: int, heads: int) -> nn.Module:
             "dense-attention": lambda: DenseRelationalAttention(d, heads)}[kind]()
 
 
-def measure(kind: str, case: str, index: int, d: int, heads: int, device: str, repeat: int) -> dict:
-    """One layer on one case (a CASES name, or "-" for SCALING[index])."""
-    make, batch_size = _case(case, index)
+def measure(kind: str, case: str, index: int, d: int, heads: int, device: str, repeat: int,
+            batch_size: int | None = None) -> dict:
+    """One layer on one case (a CASES name, or "-" for SCALING[index]); ``batch_size``
+    overrides the case's."""
+    make, case_batch = _case(case, index)
+    batch_size = batch_size or case_batch
     torch.manual_seed(0)
     graph = converters.to_graph(make())
     batch = graphnfn.collate([graph] * batch_size).to(device)
@@ -97,29 +100,47 @@ def dense_edge_tensor(case: str, d: int) -> dict:
             "skipped": f"not run: its [B, N, N, d] edge tensor alone is {batch_size * n * n * d * 4 / 2**30:,.0f} GiB"}
 
 
+def run(cases: list[str], device: str, d: int = 64, heads: int = 4, repeat: int = 3, scaling: bool = True,
+        fresh: bool = True, batch_size: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Rows of every layer on ``cases`` (CASES names) and, with ``scaling``, of the sparse layer on
+    SCALING; each measurement in a fresh process unless ``fresh`` is False (quick dry runs);
+    ``batch_size`` overrides the cases' batch sizes."""
+    call = in_fresh_process if fresh else (lambda fn, *args: fn(*args))
+
+    def one(kind: str, case: str, index: int = 0) -> dict:
+        return call(measure, kind, case, index, d, heads, device, repeat, batch_size)
+
+    rows = [{"case": case, **(one(kind, case) if kind != "dense-attention" or CASES[case][2]
+                              else dense_edge_tensor(case, d))}
+            for case in cases for kind in LAYERS]
+    cost = [{"case": "scaling", **one("sparse-attention", "-", i)} for i in range(len(SCALING))] if scaling else []
+    return rows, cost
+
+
+def print_table(rows: list[dict], device: str, d: int, heads: int) -> None:
+    print(f"device {device}, d={d}, heads={heads}, one layer, forward+backward")
+    print(f"{'case':<22}{'layer':<18}{'batch':>6}{'nodes':>7}{'edges':>11}{'ms':>10}{'peak MiB':>10}")
+    for r in rows:
+        if "error" in r or "skipped" in r:
+            print(f"{r['case']:<22}{r.get('layer', ''):<18}  {r.get('skipped') or 'failed: ' + r['error']}")
+            continue
+        print(f"{r['case']:<22}{r['layer']:<18}{r['batch']:>6}{r['nodes']:>7,}{r['edges']:>11,}{r['ms']:>10.1f}"
+              f"{r['peak_mib']:>10.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), metavar="CASE",
+                        help=f"a subset of: {', '.join(CASES)}")
+    parser.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the cost-against-edges rows")
     parser.add_argument("--out", default="benchmarks/results/graph_models.json")
     args = parser.parse_args()
-
-    def run(kind: str, case: str, index: int = 0) -> dict:
-        return in_fresh_process(measure, kind, case, index, args.d, args.heads, args.device, args.repeat)
-
-    rows = [{"case": case, **(run(kind, case) if kind != "dense-attention" or CASES[case][2]
-                              else dense_edge_tensor(case, args.d))}
-            for case in CASES for kind in LAYERS]
-    scaling = [{"case": "scaling", **run("sparse-attention", "-", i)} for i in range(len(SCALING))]
-    print(f"device {args.device}, d={args.d}, heads={args.heads}, one layer, forward+backward")
-    print(f"{'case':<22}{'layer':<18}{'batch':>6}{'nodes':>7}{'edges':>11}{'ms':>10}{'peak MiB':>10}")
-    for r in rows + scaling:
-        if "error" in r or "skipped" in r:
-            print(f"{r['case']:<22}{r.get('layer', ''):<18}  {r.get('skipped') or 'failed: ' + r['error']}")
-            continue
-        print(f"{r['case']:<22}{r['layer']:<18}{r['batch']:>6}{r['nodes']:>7,}{r['edges']:>11,}{r['ms']:>10.1f}{r['peak_mib']:>10.1f}")
+    rows, scaling = run(args.cases, args.device, args.d, args.heads, args.repeat, args.scaling)
+    print_table(rows + scaling, args.device, args.d, args.heads)
     write_results(args.out, args.device, {"d": args.d, "heads": args.heads, "repeat": args.repeat},
                   rows=rows, scaling=scaling)
 

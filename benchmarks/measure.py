@@ -54,17 +54,28 @@ class PeakMemory:
 def timed(step: Callable[[], object], repeat: int, device: str | torch.device) -> tuple[float, int]:
     """A warm-up call of ``step``, then the best of ``repeat`` timed calls, in
     seconds; and the peak memory of all of them, in bytes (:class:`PeakMemory`)."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
     with PeakMemory(device) as peak:
+        seconds = timed_in_turn({"step": step}, repeat, device)["step"]
+    return seconds, peak.bytes
+
+
+def timed_in_turn(steps: dict[str, Callable[[], object]], repeat: int,
+                  device: str | torch.device) -> dict[str, float]:
+    """Seconds per call of each step, best of ``repeat``: one warm-up call each, then
+    ``repeat`` rounds in which every step runs once in turn, so that load from other
+    processes (a shared CPU) falls on all of them alike and their ratios hold."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for step in steps.values():
         step()
-        for _ in range(repeat):
+    best = {name: float("inf") for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
             sync()
             start = time.perf_counter()
             step()
             sync()
-            times.append(time.perf_counter() - start)
-    return min(times), peak.bytes
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def _child(queue, fn: Callable[..., dict], args: tuple) -> None:

@@ -27,12 +27,12 @@ from graphnfn.devices import resolve_device
 from graphnfn.zoo.makers import SIREN_DEFAULTS
 
 
-def run(dataset: str, count: int, device: str, shard_size: int | None) -> dict:
+def run(dataset: str, count: int, device: str, shard_size: int | None, data_dir: str | None = None) -> dict:
     opts = SIREN_DEFAULTS[dataset]
     fit = SirenFit(steps=opts["steps"], lr=opts["lr"], w0=opts["w0"], target_psnr=opts["target_psnr"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        make_siren_zoo(Path(tmp) / "zoo", dataset, init=opts["init"], resolution=opts["resolution"],
+        make_siren_zoo(Path(tmp) / "zoo", dataset, data_dir, init=opts["init"], resolution=opts["resolution"],
                        per_image=opts["per_image"], fit=fit, limit=count, shard_size=shard_size, device=device,
                        progress=False)
         seconds = time.perf_counter() - start

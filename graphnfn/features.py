@@ -92,8 +92,13 @@ class EdgeEncoder(nn.Module):
     Fourier-expanded (``fourier > 0``) and zero-padded to ``max_kernel``, plus
     an edge-type embedding.
 
-    The expanded features are E x (9 + max_kernel (1 + 2 fourier)) values, far
-    more than the [E, d] result (ResNet-18: 1.9M edges x 1,626 features with 7x7
+    The padding is never materialised: the batch's K columns are expanded and
+    projected, and the projection of the ``max_kernel - K`` zero columns, the
+    same for every edge, is added as a constant (same result; a SIREN batch,
+    K = 1, expands 1 column instead of 9).
+
+    The expanded features are E x (9 + K (1 + 2 fourier)) values, far more
+    than the [E, d] result (ResNet-18: 1.9M edges x 1,626 features with 7x7
     kernels, 12 GB in float32). When they would exceed ``chunk_values`` values,
     the edges are encoded a chunk at a time under activation checkpointing: each
     chunk's features exist only while it is computed, in the forward pass and
@@ -108,15 +113,29 @@ class EdgeEncoder(nn.Module):
         self.edge_type = nn.Embedding(len(EdgeType), d)
 
     def forward(self, edge_attr: Tensor, edge_type: Tensor) -> Tensor:
-        if edge_attr.size(1) - WEIGHT_COL > self.max_kernel:
-            raise ValueError(f"kernels of {edge_attr.size(1) - WEIGHT_COL} values exceed max_kernel={self.max_kernel}")
-        chunk = max(1, self.chunk_values // self.proj.in_features)  # edges
+        width = edge_attr.size(1) - WEIGHT_COL
+        if width > self.max_kernel:
+            raise ValueError(f"kernels of {width} values exceed max_kernel={self.max_kernel}")
+        n_feats = WEIGHT_COL + width * self.fourier.expansion
+        # channel c's features are columns WEIGHT_COL + c * expansion + k of proj: the first n_feats are the batch's
+        weight, padded = self.proj.weight[:, :n_feats], self.proj.weight[:, n_feats:]
+        zeros = self.fourier(edge_attr.new_zeros(1, self.max_kernel - width))  # [1, (max_kernel - K) expansion]
+        bias = self.proj.bias + nn.functional.linear(zeros, padded).squeeze(0)
+        chunk = max(1, self.chunk_values // n_feats)  # edges
         if edge_attr.size(0) <= chunk:
-            return self._encode(edge_attr, edge_type)
-        return torch.cat([checkpoint(self._encode, attr, types, use_reentrant=False)
+            return self._encode(edge_attr, edge_type, weight, bias)
+        return torch.cat([checkpoint(self._encode, attr, types, weight, bias, use_reentrant=False)
                           for attr, types in zip(edge_attr.split(chunk), edge_type.split(chunk))])
 
-    def _encode(self, edge_attr: Tensor, edge_type: Tensor) -> Tensor:
-        kernel = nn.functional.pad(edge_attr[:, WEIGHT_COL:], (0, self.max_kernel - edge_attr.size(1) + WEIGHT_COL))
-        feats = torch.cat([edge_attr[:, :WEIGHT_COL], self.fourier(kernel)], 1)
-        return self.proj(feats) + self.edge_type(edge_type)
+    def _encode(self, edge_attr: Tensor, edge_type: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """The projection of [meta, Fourier features of the K kernel values] (``weight`` [d, 9 + K
+        expansion]) as one matmul per kind of feature, without concatenating the features."""
+        kernel = edge_attr[:, WEIGHT_COL:]
+        per_value = weight[:, WEIGHT_COL:].unflatten(1, (kernel.size(1), self.fourier.expansion))
+        out = torch.addmm(bias, edge_attr[:, :WEIGHT_COL], weight[:, :WEIGHT_COL].t())
+        start = 0
+        for term in self.fourier.terms(kernel):  # [E, K, n]: value, sines, cosines
+            n = term.size(-1)
+            out = torch.addmm(out, term.flatten(1), per_value[:, :, start:start + n].flatten(1).t())
+            start += n
+        return out + self.edge_type(edge_type)

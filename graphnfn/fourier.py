@@ -31,6 +31,10 @@ class FourierFeatures(nn.Module):
         return 1 + (1 if self.odd else 2) * self.freq.numel()
 
     def forward(self, s: Tensor) -> Tensor:
+        return torch.cat(self.terms(s), -1).flatten(-2)
+
+    def terms(self, s: Tensor) -> list[Tensor]:
+        """The features by kind, unconcatenated: [s [*, C, 1], sin [*, C, F], cos [*, C, F]]
+        (no cos with ``odd``); ``forward`` is their concatenation along the last dim, flattened."""
         angles = s.unsqueeze(-1) * self.freq.to(s.dtype)
-        parts = [s.unsqueeze(-1), angles.sin()] + ([] if self.odd else [angles.cos()])
-        return torch.cat(parts, -1).flatten(-2)
+        return [s.unsqueeze(-1), angles.sin()] + ([] if self.odd else [angles.cos()])

@@ -11,6 +11,7 @@ from .canonical import canonicalize
 from .features import EdgeEncoder, NodeEncoder, ProbeFeatures
 from .graph import NODE_COL, WEIGHT_COL, EDGE_COL, NeuralGraph
 from .nn import EdgePNAConv, SparseRelationalAttention
+from .nn.aggregate import scatter_max
 from .nn.pna import mlp
 
 BACKBONES = ("pna", "transformer")
@@ -95,9 +96,11 @@ class GraphNFN(nn.Module):
                                         num_layers, self.symmetry)
         h = self.nodes(x, data.node_type, data.layer, probe_h)
         e = self.edges(edge_attr, data.edge_type)
+        if self.backbone == "pna":  # the degree scalers are the same in every layer: computed once per batch
+            scalers = EdgePNAConv.scalers(edge_index, batch, num_graphs, h.dtype)
         for layer in self.layers:
             if self.backbone == "pna":
-                h, e = layer(h, edge_index, e, batch, num_graphs)
+                h, e = layer(h, edge_index, e, batch, num_graphs, scalers)
             else:
                 h, e = layer(h, edge_index, e)
         return self.norm(h), e, batch, num_graphs
@@ -125,10 +128,10 @@ class GraphNFN(nn.Module):
         if self.readout == "node":
             return self.head(h)
         if self.readout == "edge":
-            return self.head(torch.cat([h[src], h[dst], e], -1))
-        edge_batch = batch[src]
-        pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter(h, batch, 0, num_graphs, "max"),
-                  scatter(e, edge_batch, 0, num_graphs, "mean"), scatter(e, edge_batch, 0, num_graphs, "max")]
+            return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
+        edge_batch = batch.index_select(0, src)
+        pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter_max(h, batch, num_graphs),
+                  scatter(e, edge_batch, 0, num_graphs, "mean"), scatter_max(e, edge_batch, num_graphs)]
         return self.head(torch.cat(pooled, -1))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
@@ -139,7 +142,7 @@ class GraphNFN(nn.Module):
             raise ValueError("edit() needs a model built with readout='edge'")
         h, e, _, _ = self.encode(data)
         src, dst = data.edge_index
-        delta = self.head(torch.cat([h[src], h[dst], e], -1))
+        delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
         return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1))
 
 

@@ -5,13 +5,12 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import softmax
 
+from .aggregate import scatter_sum
 from .pna import EdgeMLP, mlp
 
 
-class SparseRelationalAttention(MessagePassing):
+class SparseRelationalAttention(nn.Module):
     """Multi-head attention of each node over its neighbours in both directions,
     with edge features in keys and values, pre-norm, residual, and an edge update.
 
@@ -21,12 +20,14 @@ class SparseRelationalAttention(MessagePassing):
         h_i' = h_i + W_o sum_j a_ij v_ij;   h_i'' = h_i' + FFN(LN(h_i'))
         e_ij' = e_ij + U([LN(h_i''), LN(h_j''), LN(e_ij)])
     The 2E (edge, relation) pairs are the only attention entries: memory and time
-    grow with E, and there is no dense [N, N] tensor and no padding.
+    grow with E, and there is no dense [N, N] tensor and no padding. Each relation's
+    E entries are computed on their own ([E, heads, d_head], no [2E] copies); one
+    softmax normalises over both.
     Shapes: h [N, d], edge_index [2, E], e [E, d] -> (h [N, d], e [E, d]).
     """
 
     def __init__(self, d: int, heads: int = 4, dropout: float = 0.0):
-        super().__init__(aggr="sum", node_dim=0)
+        super().__init__()
         if d % heads:
             raise ValueError(f"d={d} is not divisible by heads={heads}")
         self.heads, self.d_head = heads, d // heads
@@ -40,20 +41,35 @@ class SparseRelationalAttention(MessagePassing):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        n, hd = h.size(0), (self.heads, self.d_head)
+        n, d, hd = h.size(0), h.size(1), (self.heads, self.d_head)
         hn, en = self.norm_h(h), self.norm_e(e)
-        both = torch.cat([edge_index, edge_index.flip(0)], 1)  # forward and backward relations
-        ek = torch.cat([self.edge_kv[0](en), self.edge_kv[1](en)], 0)
-        ek, ev = ek.chunk(2, dim=-1)
-        attended = self.propagate(both, q=self.query(hn).view(n, *hd), k=self.key(hn).view(n, *hd),
-                                  v=self.value(hn).view(n, *hd), ek=ek.view(-1, *hd), ev=ev.view(-1, *hd), size=(n, n))
-        h = h + self.dropout(self.out(attended.reshape(n, -1)))
+        q, k_node, v_node = self.query(hn).view(n, *hd), self.key(hn), self.value(hn)
+        src, dst = edge_index
+        receivers = (dst, src)  # relation 0: i = dst attends to j = src; relation 1: the reverse
+        scores, values = [], []
+        for recv, send, proj in zip(receivers, (src, dst), self.edge_kv):
+            # k_ij = (W_k LN(h_j) + b_r) + K_r LN(e_ij): the node part is gathered, then the edge's matmul adds to it
+            (w_k, w_v), (b_k, b_v) = proj.weight.split(d), proj.bias.split(d)
+            k = torch.addmm((k_node + b_k).index_select(0, send), en, w_k.t()).view(-1, *hd)
+            v = torch.addmm((v_node + b_v).index_select(0, send), en, w_v.t()).view(-1, *hd)
+            scores.append((q.index_select(0, recv) * k).sum(-1) / math.sqrt(self.d_head))  # [E, heads]
+            values.append(v)
+        alphas = self._softmax(scores, receivers, n)
+        attended = sum(scatter_sum(self.dropout(alpha).unsqueeze(-1) * value, recv, n)
+                       for recv, alpha, value in zip(receivers, alphas, values))
+        h = h + self.dropout(self.out(attended.view(n, d)))
         h = h + self.dropout(self.ffn(self.norm_ffn(h)))
         e = e + self.dropout(self.edge_mlp(self.norm_edge_h(h), edge_index, en))
         return h, e
 
-    def message(self, q_i: Tensor, k_j: Tensor, v_j: Tensor, ek: Tensor, ev: Tensor, index: Tensor,
-                size_i: int) -> Tensor:
-        score = (q_i * (k_j + ek)).sum(-1) / math.sqrt(self.d_head)  # [2E, heads]
-        alpha = softmax(score, index, num_nodes=size_i)
-        return self.dropout(alpha).unsqueeze(-1) * (v_j + ev)
+    @staticmethod
+    def _softmax(scores: list[Tensor], receivers: tuple[Tensor, Tensor], n: int) -> list[Tensor]:
+        """Each relation's scores [E, heads] -> attention weights, normalised over every
+        entry a node receives in either relation (``torch_geometric.utils.softmax`` of
+        all 2E entries at once, without concatenating them)."""
+        top = scores[0].new_full((n, scores[0].size(1)), -math.inf)  # per node and head; only read where entries are
+        for recv, s in zip(receivers, scores):
+            top.scatter_reduce_(0, recv.view(-1, 1).expand_as(s), s.detach(), "amax")
+        exps = [(s - top.index_select(0, recv)).exp() for recv, s in zip(receivers, scores)]
+        total = sum(scatter_sum(x, recv, n) for recv, x in zip(receivers, exps)) + 1e-16
+        return [x / total.index_select(0, recv) for recv, x in zip(receivers, exps)]

@@ -1,10 +1,14 @@
 """Edge-aware PNA message passing on neuron graphs."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import degree, scatter
+from torch_geometric.utils import scatter
+
+from .aggregate import scatter_max, scatter_min, scatter_sum
 
 
 def mlp(d_in: int, d_out: int, d_hidden: int | None = None) -> nn.Sequential:
@@ -29,8 +33,30 @@ class EdgeMLP(nn.Module):
         self.out = nn.Linear(d_hidden, d_out)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
-        z = self.src(h)[edge_index[0]] + self.dst(h)[edge_index[1]] + self.edge(e)
-        return self.out(nn.functional.silu(z))
+        ends = self.src(h).index_select(0, edge_index[0]) + self.dst(h).index_select(0, edge_index[1])
+        return self.out(nn.functional.silu(torch.addmm(ends, e, self.edge.weight.t())))
+
+
+class DegreeScalers(NamedTuple):
+    """What PNA's aggregation needs of one direction's receiving nodes, the same in every
+    layer (computed once per batch by :meth:`EdgePNAConv.scalers`).
+
+    count [N, 1]: in-degree, at least 1 (the mean's divisor);
+    scale [N, 3, 1]: 1, log(deg+1) / delta and delta / log(deg+1), where delta is the mean
+    log(deg+1) over the node's own graph.
+    """
+
+    count: Tensor
+    scale: Tensor
+
+    @classmethod
+    def of(cls, index: Tensor, batch: Tensor, num_graphs: int, dtype: torch.dtype) -> DegreeScalers:
+        """index [E]: each message's receiving node; batch [N]: each node's graph."""
+        deg = scatter_sum(torch.ones_like(index, dtype=dtype), index, batch.size(0)).unsqueeze(-1)
+        log_deg = torch.log1p(deg)
+        delta = scatter(log_deg, batch, 0, num_graphs, "mean").index_select(0, batch).clamp(min=1e-2)
+        scale = torch.stack([torch.ones_like(deg), log_deg / delta, delta / log_deg.clamp(min=1e-2)], 1)
+        return cls(deg.clamp(min=1), scale)
 
 
 class PNARelation(MessagePassing):
@@ -51,24 +77,30 @@ class PNARelation(MessagePassing):
         self.target, self.source = nn.Linear(d, d), nn.Linear(d, d, bias=False)
         self.edge = nn.Linear(d, 3 * d)
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int,
+                scalers: DegreeScalers | None = None) -> Tensor:
         """h [N, d], edge_index [2, E] (messages j=edge_index[0] -> i=edge_index[1]),
-        e [E, d], batch [N] -> [N, 12 d]."""
-        return self.propagate(edge_index, a=self.target(h), b=self.source(h), e=e, batch=batch, num_graphs=num_graphs)
+        e [E, d], batch [N] -> [N, 12 d]. ``scalers``: this direction's
+        :class:`DegreeScalers`, computed here when not given."""
+        if scalers is None:
+            scalers = DegreeScalers.of(edge_index[1], batch, num_graphs, h.dtype)
+        a = self.target(h) + self.edge.bias[:h.size(1)]  # C's bias, added per node rather than per edge
+        return self.propagate(edge_index, a=a, b=self.source(h), e=e, scalers=scalers)
 
     def message(self, a_i: Tensor, b_j: Tensor, e: Tensor) -> Tensor:
-        c, gamma, beta = self.edge(e).chunk(3, dim=-1)
-        return nn.functional.silu(a_i + b_j + c) * (1 + gamma) + beta
+        d = e.size(1)
+        (w_c, w_gamma, w_beta), (_, b_gamma, b_beta) = self.edge.weight.split(d), self.edge.bias.split(d)
+        act = nn.functional.silu(torch.addmm(a_i + b_j, e, w_c.t()))  # the matmul adds C e_ij to the node parts
+        gamma, beta = nn.functional.linear(e, w_gamma, b_gamma), nn.functional.linear(e, w_beta, b_beta)
+        return torch.addcmul(act + beta, act, gamma)  # act * (1 + gamma) + beta
 
-    def aggregate(self, inputs: Tensor, index: Tensor, dim_size: int, batch: Tensor, num_graphs: int) -> Tensor:
-        mean = scatter(inputs, index, 0, dim_size, "mean")
-        sq = scatter(inputs * inputs, index, 0, dim_size, "mean")
+    def aggregate(self, inputs: Tensor, index: Tensor, dim_size: int, scalers: DegreeScalers) -> Tensor:
+        d = inputs.size(1)
+        mean = scatter_sum(inputs, index, dim_size) / scalers.count
+        sq = scatter_sum(inputs * inputs, index, dim_size) / scalers.count
         std = torch.sqrt(torch.relu(sq - mean * mean) + 1e-5)
-        aggs = torch.cat([mean, scatter(inputs, index, 0, dim_size, "max"),
-                          scatter(inputs, index, 0, dim_size, "min"), std], -1)
-        log_deg = torch.log1p(degree(index, dim_size, dtype=inputs.dtype)).unsqueeze(-1)
-        delta = scatter(log_deg, batch, 0, num_graphs, "mean")[batch].clamp(min=1e-2)
-        return torch.cat([aggs, aggs * (log_deg / delta), aggs * (delta / log_deg.clamp(min=1e-2))], -1)
+        aggs = torch.cat([mean, scatter_max(inputs, index, dim_size), scatter_min(inputs, index, dim_size), std], -1)
+        return (aggs.unsqueeze(1) * scalers.scale).view(-1, 12 * d)
 
 
 class EdgePNAConv(nn.Module):
@@ -80,6 +112,7 @@ class EdgePNAConv(nn.Module):
     Forward messages flow along the network's connections (input -> output),
     backward ones against them: a weight's meaning depends on both its ends.
     Shapes: h [N, d], edge_index [2, E], e [E, d], batch [N] -> (h' [N, d], e' [E, d]).
+    ``scalers``: :meth:`scalers` of the batch, which a model computes once for all its layers.
     """
 
     def __init__(self, d: int, dropout: float = 0.0):
@@ -91,10 +124,19 @@ class EdgePNAConv(nn.Module):
         self.edge_mlp = EdgeMLP(d, d, d)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def scalers(edge_index: Tensor, batch: Tensor, num_graphs: int,
+                dtype: torch.dtype) -> tuple[DegreeScalers, DegreeScalers]:
+        """The forward and the backward direction's :class:`DegreeScalers`."""
+        return tuple(DegreeScalers.of(edge_index[i], batch, num_graphs, dtype) for i in (1, 0))
+
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int,
+                scalers: tuple[DegreeScalers, DegreeScalers] | None = None) -> tuple[Tensor, Tensor]:
+        if scalers is None:
+            scalers = self.scalers(edge_index, batch, num_graphs, h.dtype)
         hn = self.norm_h(h)
-        fwd = self.forward_rel(hn, edge_index, e, batch, num_graphs)
-        bwd = self.backward_rel(hn, edge_index.flip(0), e, batch, num_graphs)
+        fwd = self.forward_rel(hn, edge_index, e, batch, num_graphs, scalers[0])
+        bwd = self.backward_rel(hn, edge_index.flip(0), e, batch, num_graphs, scalers[1])
         h = h + self.dropout(self.update(torch.cat([hn, fwd, bwd], -1)))
         e = e + self.dropout(self.edge_mlp(self.norm_edge_h(h), edge_index, self.norm_e(e)))
         return h, e
