@@ -78,10 +78,8 @@ def measure(kind: str, case: str, index: int, d: int, heads: int, device: str, r
         hd, ed, mask = densify(h.detach(), e.detach(), batch.edge_index, batch.batch)
         hd.requires_grad_(), ed.requires_grad_()
         outputs = lambda: layer(hd, ed, mask)  # noqa: E731
-    elif kind == "pna":
-        outputs = lambda: layer(h, batch.edge_index, e, batch.batch, batch.num_graphs)  # noqa: E731
     else:
-        outputs = lambda: layer(h, batch.edge_index, e)  # noqa: E731
+        outputs = lambda: layer(h, batch.edge_index, e, batch.batch, batch.num_graphs)  # noqa: E731
     seconds, peak = timed(lambda: sum(t.sum() for t in outputs()).backward(), repeat, device)
     return {"layer": kind, "nodes": graph.num_nodes, "edges": graph.num_edges, "batch": batch_size,
             "ms": seconds * 1e3, "peak_mib": peak / 2**20}

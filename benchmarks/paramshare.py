@@ -45,7 +45,7 @@ def make(name: str, spec, width: int) -> nn.Module:
     if name.startswith("graph-"):
         from graphnfn.models import GraphNFN
 
-        return GraphNFN(d_out=10, backbone=name[6:], readout="graph", d_hidden=width)
+        return GraphNFN(d_out=10, backbone=name[6:], readout="invariant", d_hidden=width)
     return ps.build(name, spec, 10, hidden=width)
 
 

@@ -12,10 +12,10 @@ from .features import EdgeEncoder, NodeEncoder, ProbeFeatures
 from .graph import NODE_COL, WEIGHT_COL, EDGE_COL, NeuralGraph
 from .nn import EdgePNAConv, SparseRelationalAttention
 from .nn.aggregate import scatter_max
-from .nn.pna import mlp
+from .nn.blocks import mlp
 
 BACKBONES = ("pna", "transformer")
-READOUTS = ("graph", "node", "edge")
+READOUTS = ("invariant", "node", "equivariant")  # the paramshare family's names, and per neuron
 
 
 def _num_layers(data: Data) -> int:
@@ -32,10 +32,11 @@ class GraphNFN(nn.Module):
         d_out: output features per graph / node / edge.
         backbone: ``"pna"`` (:class:`graphnfn.nn.EdgePNAConv`) or ``"transformer"``
             (:class:`graphnfn.nn.SparseRelationalAttention`).
-        readout: ``"graph"`` -> [B, d_out] (mean and max of node and edge states
-            per graph: invariant); ``"node"`` -> [N, d_out]; ``"edge"`` -> [E, d_out]
-            (equivariant). With ``readout="edge"`` and ``d_out`` = the batch's kernel
-            width, :func:`apply_edge_delta` adds the output to the weights.
+        readout: ``"invariant"`` -> [B, d_out] (mean and max of node and edge states
+            per graph); ``"equivariant"`` -> [E, d_out], one output per edge, i.e. per
+            weight, as the parameter-sharing models' equivariant readout; ``"node"`` ->
+            [N, d_out], one per neuron. With ``readout="equivariant"`` and ``d_out`` = the
+            batch's kernel width, :func:`apply_edge_delta` adds the output to the weights.
         d_hidden, n_layers, heads, dropout: size of the backbone.
         fourier: Gaussian Fourier frequencies per scalar feature (0: raw scalars);
             fourier_sigma: their scale.
@@ -46,14 +47,14 @@ class GraphNFN(nn.Module):
             canonical form under sign flips of tanh/sine neurons or positive
             scalings of ReLU neurons first (see :mod:`graphnfn.canonical`).
         max_kernel: the widest kernel (values per edge) the model accepts.
-        zero_output: start with the output layer (and the edge readout's bias
+        zero_output: start with the output layer (and the equivariant readout's bias
             head) at zero, so that ``edit()`` starts as the identity edit.
         edge_chunk_values: edge features of more values than this (edges x
             features) are encoded a chunk of edges at a time under activation
             checkpointing (see :class:`graphnfn.features.EdgeEncoder`).
     """
 
-    def __init__(self, d_out: int, backbone: str = "pna", readout: str = "graph", d_hidden: int = 64,
+    def __init__(self, d_out: int, backbone: str = "pna", readout: str = "invariant", d_hidden: int = 64,
                  n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
@@ -73,10 +74,10 @@ class GraphNFN(nn.Module):
             EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
-        d_read = {"graph": 4 * d_hidden, "node": d_hidden, "edge": 3 * d_hidden}[readout]
+        d_read = {"invariant": 4 * d_hidden, "node": d_hidden, "equivariant": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
-        # edge readout: a second head edits the biases (see edit())
-        self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "edge" else None
+        # equivariant readout: a second head edits the biases (see edit())
+        self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "equivariant" else None
         if zero_output:
             for head in filter(None, (self.head, self.bias_head)):
                 for param in head[-1].parameters():
@@ -96,13 +97,8 @@ class GraphNFN(nn.Module):
                                         num_layers, self.symmetry)
         h = self.nodes(x, data.node_type, data.layer, probe_h)
         e = self.edges(edge_attr, data.edge_type)
-        if self.backbone == "pna":  # the degree scalers are the same in every layer: computed once per batch
-            scalers = EdgePNAConv.scalers(edge_index, batch, num_graphs, h.dtype)
         for layer in self.layers:
-            if self.backbone == "pna":
-                h, e = layer(h, edge_index, e, batch, num_graphs, scalers)
-            else:
-                h, e = layer(h, edge_index, e)
+            h, e = layer(h, edge_index, e, batch, num_graphs)
         return self.norm(h), e, batch, num_graphs
 
     def probe_features(self, data: NeuralGraph | Batch) -> Tensor:
@@ -127,7 +123,7 @@ class GraphNFN(nn.Module):
         src, dst = data.edge_index
         if self.readout == "node":
             return self.head(h)
-        if self.readout == "edge":
+        if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
         edge_batch = batch.index_select(0, src)
         pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter_max(h, batch, num_graphs),
@@ -135,11 +131,11 @@ class GraphNFN(nn.Module):
         return self.head(torch.cat(pooled, -1))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
-        """The edited networks (``readout="edge"``): the edge head's [E, d_out]
+        """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
         output added to the kernel values and a bias head's [N] output to the
         biases, via :func:`apply_edge_delta`; equivariant, differentiable."""
-        if self.readout != "edge":
-            raise ValueError("edit() needs a model built with readout='edge'")
+        if self.readout != "equivariant":
+            raise ValueError("edit() needs a model built with readout='equivariant'")
         h, e, _, _ = self.encode(data)
         src, dst = data.edge_index
         delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))

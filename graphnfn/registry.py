@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from . import paramshare
 from .features import ProbeFeatures
-from .models import GraphNFN
+from .models import BACKBONES, GraphNFN
 
-GRAPH_MODELS = ("pna", "transformer")
+GRAPH_MODELS = BACKBONES  # a graph model is named by its backbone
 PARAMSHARE_MODELS = tuple(paramshare.MODELS)
 BASELINES = ("flat-mlp-aug", "align-linear")
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
@@ -62,7 +62,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError("align-linear is not a module: use graphnfn.paramshare.AlignLinear")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
-        model = GraphNFN(d_out, backbone=name, readout={"invariant": "graph", "equivariant": "edge"}[readout],
+        model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output)
         model.encoding = f"fourier{fourier}" if fourier else "raw"

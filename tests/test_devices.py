@@ -65,7 +65,7 @@ def test_cuda_matches_cpu_without_syncs(backbone, readout, probe):
 @needs_cuda
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_cuda_bf16_autocast_trains(backbone):
-    batch, net = mixed_batch(False).cuda(), model(backbone, "graph", False).cuda().train()
+    batch, net = mixed_batch(False).cuda(), model(backbone, "invariant", False).cuda().train()
     ref = net(batch)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         low = net(batch)

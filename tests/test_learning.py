@@ -19,6 +19,7 @@ import converters
 import graphnfn
 from graphnfn import paramshare as ps
 from graphnfn.models import GraphNFN
+from graphnfn.registry import GRAPH_MODELS
 from graphnfn.training import classification_task, fit
 
 HIDDEN = 16
@@ -59,7 +60,7 @@ def coupling():
 
 def held_out_accuracy(name: str, splits) -> float:
     torch.manual_seed(0)
-    graph = name in ("pna", "transformer")
+    graph = name in GRAPH_MODELS
     train, val, test = (batches(*split, graph) for split in splits)
     model = (GraphNFN(2, backbone=name, d_hidden=16, n_layers=2, heads=2, fourier=0) if graph
              else ps.build(name, train[0][0].spec, 2, hidden=16))

@@ -11,13 +11,12 @@ from torch_geometric.loader import DataLoader
 import converters
 import graphnfn
 from graphnfn.features import EdgeEncoder, ProbeFeatures
-from graphnfn.models import GraphNFN, apply_edge_delta
+from graphnfn.models import BACKBONES, GraphNFN, apply_edge_delta
 from test_transformer import vit_moves, vits
 from test_transformer_tools import group_node_map, permuted
 from nets import assert_bitwise_equal, cnns, induced_edge_map, induced_node_map, mlps, permute_hidden, randomize_norms
 
-BACKBONES = ["pna", "transformer"]
-READOUTS = ["graph", "node", "edge"]
+READOUTS = ["invariant", "node", "equivariant"]
 
 
 def model_for(backbone, readout, probe=False, symmetry=None, d_out=3):
@@ -39,7 +38,7 @@ def graphs_of(model, seed):
 
 def check_equivariance(net, g1, g2, nodes, edges):
     out1, out2 = net(g1), net(g2)
-    expected = {"graph": lambda: out2, "node": lambda: out2[nodes], "edge": lambda: out2[edges]}[net.readout]()
+    expected = {"invariant": lambda: out2, "node": lambda: out2[nodes], "equivariant": lambda: out2[edges]}[net.readout]()
     torch.testing.assert_close(expected, out1, rtol=1e-9, atol=1e-9)
 
 
@@ -68,7 +67,7 @@ def test_outputs_depend_on_weights_and_input_order():
     with torch.no_grad():
         swapped[0].weight.copy_(m[0].weight[:, [2, 0, 1]])
     for backbone in BACKBONES:
-        net = model_for(backbone, "graph")
+        net = model_for(backbone, "invariant")
         base = net(g)
         assert not torch.allclose(base, net(converters.to_graph(swapped)), atol=1e-6)
         h = g.clone()
@@ -87,7 +86,7 @@ def test_mixed_batch_equals_single_graphs(backbone, models):
         net = model_for(backbone, readout)
         out = net(batch)
         torch.testing.assert_close(out, torch.cat([net(g) for g in graphs]), rtol=1e-9, atol=1e-9)
-        assert out.size(0) == {"graph": len(graphs), "node": batch.num_nodes, "edge": batch.num_edges}[readout]
+        assert out.size(0) == {"invariant": len(graphs), "node": batch.num_nodes, "equivariant": batch.num_edges}[readout]
 
 
 def _flip_or_scale(model, mode, gen):
@@ -115,10 +114,10 @@ def test_sign_and_scale_symmetry_option(mode, act, backbone):
     x = torch.randn(7, 3, dtype=torch.float64)
     torch.testing.assert_close(t(x), m(x), rtol=1e-9, atol=1e-9)  # same function
     g, gt = converters.to_graph(m), converters.to_graph(t)
-    for readout in ("graph", "node"):
+    for readout in ("invariant", "node"):
         aware = model_for(backbone, readout, symmetry=mode)
         torch.testing.assert_close(aware(gt), aware(g), rtol=1e-9, atol=1e-9)
-    plain = model_for(backbone, "graph")
+    plain = model_for(backbone, "invariant")
     assert not torch.allclose(plain(gt), plain(g), atol=1e-6)  # without the option the group does change the output
 
 
@@ -149,7 +148,7 @@ def test_probe_features_run_the_real_network_after_scaling(symmetry):
     batch.y = torch.zeros(3)
     scaled = WeightScaler([batch])(batch)
     assert not torch.allclose(scaled.edge_attr, batch.edge_attr)
-    model = model_for("pna", "graph", probe=True, symmetry=symmetry)
+    model = model_for("pna", "invariant", probe=True, symmetry=symmetry)
     h = model.probe_features(scaled)
     out = scaled.node_type == graphnfn.NodeType.OUTPUT
     expected = torch.cat([m(model.nodes.probe.probes[:, :2]) for m in nets], 1).T
@@ -161,7 +160,7 @@ def test_edge_readout_edits_the_network():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                       nn.Flatten(), nn.Linear(3, 2))
     g = converters.to_graph(m)
-    net = GraphNFN(g.kernel_width, readout="edge", d_hidden=16, n_layers=1)
+    net = GraphNFN(g.kernel_width, readout="equivariant", d_hidden=16, n_layers=1)
     delta = net(g)
     assert delta.shape == (g.num_edges, g.kernel_width)
     assert_bitwise_equal(converters.from_graph(apply_edge_delta(g, torch.zeros_like(delta))), m.state_dict())
@@ -174,7 +173,7 @@ def test_edge_readout_edits_the_network():
 def test_zero_output_edits_start_at_the_identity_and_learn(backbone):
     torch.manual_seed(0)
     g = converters.to_graph(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)))
-    net = GraphNFN(1, backbone=backbone, readout="edge", d_hidden=16, n_layers=2, zero_output=True)
+    net = GraphNFN(1, backbone=backbone, readout="equivariant", d_hidden=16, n_layers=2, zero_output=True)
     original = converters.from_graph(g)
     for key, value in converters.from_graph(net.edit(g)).items():
         assert torch.equal(value, original[key])
@@ -224,7 +223,7 @@ def test_edit_is_equivariant_and_differentiable():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(2, 5), graphnfn.Sine(3.0), nn.Linear(5, 4), graphnfn.Sine(3.0), nn.Linear(4, 1))
     g1, g2, nodes, edges = graphs_of(m, 0)
-    net = model_for("pna", "edge", d_out=1)
+    net = model_for("pna", "equivariant", d_out=1)
     e1, e2 = net.edit(g1), net.edit(g2)
     torch.testing.assert_close(e2.edge_attr[edges], e1.edge_attr, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(e2.x[nodes], e1.x, rtol=1e-9, atol=1e-9)
@@ -232,8 +231,8 @@ def test_edit_is_equivariant_and_differentiable():
     assert {k: v.shape for k, v in edited.items()} == {k: v.shape for k, v in m.state_dict().items()}
     (e1.edge_attr.sum() + e1.x.sum()).backward()
     assert all(p.grad is not None for p in [*net.head.parameters(), *net.bias_head.parameters()])
-    with pytest.raises(ValueError, match="readout='edge'"):
-        model_for("pna", "graph").edit(g1)
+    with pytest.raises(ValueError, match="readout='equivariant'"):
+        model_for("pna", "invariant").edit(g1)
 
 
 @settings(max_examples=4)
@@ -246,7 +245,7 @@ def test_transformer_graph_symmetries(backbone, kind, data):
     moves, perms = vit_moves(model, kind, torch.Generator().manual_seed(data.draw(st.integers(0, 2**16))))
     g1, g2 = converters.to_graph(model), converters.to_graph(permuted(model, moves))
     nodes = group_node_map(g1, g2, perms)
-    for readout in ("graph", "node"):
+    for readout in ("invariant", "node"):
         net = model_for(backbone, readout)
         out1, out2 = net(g1), net(g2)
-        torch.testing.assert_close(out2 if readout == "graph" else out2[nodes], out1, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(out2 if readout == "invariant" else out2[nodes], out1, rtol=1e-9, atol=1e-9)

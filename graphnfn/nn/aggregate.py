@@ -4,8 +4,8 @@ Sums go through ``Tensor.index_add`` (a 1-D index; its backward is one
 ``index_select``). :func:`scatter_max` and :func:`scatter_min` give the values of
 ``torch_geometric.utils.scatter(..., reduce="max" / "min")`` and the same gradient
 (split evenly between tied extremes), with a backward of 1-D index ops instead of
-autograd's ``scatter_reduce`` formula over an [E, F] index (about twice as fast
-on a CPU). No host-device synchronisation in either direction.
+autograd's ``scatter_reduce`` formula over an [E, F] index (see the benchmarks
+docs for the speed). No host-device synchronisation in either direction.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from .aggregate import scatter_sum
-from .pna import EdgeMLP, mlp
+from .blocks import EdgeMLP, mlp, reset_children
 
 
 class SparseRelationalAttention(nn.Module):
@@ -23,7 +23,11 @@ class SparseRelationalAttention(nn.Module):
     grow with E, and there is no dense [N, N] tensor and no padding. Each relation's
     E entries are computed on their own ([E, heads, d_head], no [2E] copies); one
     softmax normalises over both.
-    Shapes: h [N, d], edge_index [2, E], e [E, d] -> (h [N, d], e [E, d]).
+
+    Args:
+        d: node and edge feature width.
+        heads: attention heads (``d`` must be divisible by it).
+        dropout: on the attention weights and on each residual update.
     """
 
     def __init__(self, d: int, heads: int = 4, dropout: float = 0.0):
@@ -40,7 +44,14 @@ class SparseRelationalAttention(nn.Module):
         self.edge_mlp = EdgeMLP(d, d, d)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+    def reset_parameters(self) -> None:
+        reset_children(self)
+
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor | None = None,
+                num_graphs: int | None = None) -> tuple[Tensor, Tensor]:
+        """h [N, d], edge_index [2, E], e [E, d] -> (h' [N, d], e' [E, d]). ``batch`` and
+        ``num_graphs`` are accepted for the graph layers' common signature and not needed:
+        each node attends over its own neighbours, which lie in its own graph."""
         n, d, hd = h.size(0), h.size(1), (self.heads, self.d_head)
         hn, en = self.norm_h(h), self.norm_e(e)
         q, k_node, v_node = self.query(hn).view(n, *hd), self.key(hn), self.value(hn)

@@ -9,32 +9,11 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from .aggregate import scatter_max, scatter_min, scatter_sum
+from .blocks import EdgeMLP, mlp, reset_children
 
-
-def mlp(d_in: int, d_out: int, d_hidden: int | None = None) -> nn.Sequential:
-    """Two-layer MLP with SiLU, the node-level building block."""
-    d_hidden = d_hidden or d_out
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
-
-
-class EdgeMLP(nn.Module):
-    """MLP([h_src, h_dst, e]) for every edge, computed without the [E, 3d] concat:
-    the first layer is split into a source, a target and an edge part, and the
-    node parts are projected once per node, then gathered (N << E).
-
-    h [N, d_node], edge_index [2, E], e [E, d_edge] -> [E, d_out].
-    """
-
-    def __init__(self, d_node: int, d_edge: int, d_out: int, d_hidden: int | None = None):
-        super().__init__()
-        d_hidden = d_hidden or d_out
-        self.src, self.dst = nn.Linear(d_node, d_hidden), nn.Linear(d_node, d_hidden, bias=False)
-        self.edge = nn.Linear(d_edge, d_hidden, bias=False)
-        self.out = nn.Linear(d_hidden, d_out)
-
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
-        ends = self.src(h).index_select(0, edge_index[0]) + self.dst(h).index_select(0, edge_index[1])
-        return self.out(nn.functional.silu(torch.addmm(ends, e, self.edge.weight.t())))
+AGGREGATORS = ("mean", "max", "min", "std")
+DEGREE_SCALERS = ("identity", "amplification", "attenuation")  # 1, log(deg+1) / delta, delta / log(deg+1)
+AGGREGATED = len(AGGREGATORS) * len(DEGREE_SCALERS)  # a relation's output is AGGREGATED * d wide
 
 
 class DegreeScalers(NamedTuple):
@@ -42,8 +21,8 @@ class DegreeScalers(NamedTuple):
     layer (computed once per batch by :meth:`EdgePNAConv.scalers`).
 
     count [N, 1]: in-degree, at least 1 (the mean's divisor);
-    scale [N, 3, 1]: 1, log(deg+1) / delta and delta / log(deg+1), where delta is the mean
-    log(deg+1) over the node's own graph.
+    scale [N, len(DEGREE_SCALERS), 1]: 1, log(deg+1) / delta and delta / log(deg+1), where
+    delta is the mean log(deg+1) over the node's own graph.
     """
 
     count: Tensor
@@ -65,25 +44,27 @@ class PNARelation(MessagePassing):
     degree scalers.
 
     message:   m_ij = SiLU(A h_i + B h_j + C e_ij) * (1 + gamma(e_ij)) + beta(e_ij)    [E, d]
-    aggregate: [mean, max, min, std] of m_ij over j, each times
-               [1, log(deg+1) / delta, delta / log(deg+1)]                              [N, 12 d]
+    aggregate: [mean, max, min, std] of m_ij over j (AGGREGATORS), each times
+               [1, log(deg+1) / delta, delta / log(deg+1)] (DEGREE_SCALERS)          [N, AGGREGATED d]
     where delta is the mean of log(deg+1) over the receiving node's graph, so a
     graph's output does not depend on what else is in its batch. A and B act on
     nodes before the gather, so the only per-edge matmul is the edge's (C, gamma, beta).
+
+    Args:
+        d: node and edge feature width.
     """
 
     def __init__(self, d: int):
         super().__init__(aggr=None)
         self.target, self.source = nn.Linear(d, d), nn.Linear(d, d, bias=False)
-        self.edge = nn.Linear(d, 3 * d)
+        self.edge = nn.Linear(d, 3 * d)  # C, gamma and beta, stacked
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int,
-                scalers: DegreeScalers | None = None) -> Tensor:
+    def reset_parameters(self) -> None:
+        reset_children(self)
+
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, scalers: DegreeScalers) -> Tensor:
         """h [N, d], edge_index [2, E] (messages j=edge_index[0] -> i=edge_index[1]),
-        e [E, d], batch [N] -> [N, 12 d]. ``scalers``: this direction's
-        :class:`DegreeScalers`, computed here when not given."""
-        if scalers is None:
-            scalers = DegreeScalers.of(edge_index[1], batch, num_graphs, h.dtype)
+        e [E, d], ``scalers``: the receiving nodes' :class:`DegreeScalers` -> [N, AGGREGATED d]."""
         a = self.target(h) + self.edge.bias[:h.size(1)]  # C's bias, added per node rather than per edge
         return self.propagate(edge_index, a=a, b=self.source(h), e=e, scalers=scalers)
 
@@ -100,7 +81,7 @@ class PNARelation(MessagePassing):
         sq = scatter_sum(inputs * inputs, index, dim_size) / scalers.count
         std = torch.sqrt(torch.relu(sq - mean * mean) + 1e-5)
         aggs = torch.cat([mean, scatter_max(inputs, index, dim_size), scatter_min(inputs, index, dim_size), std], -1)
-        return (aggs.unsqueeze(1) * scalers.scale).view(-1, 12 * d)
+        return (aggs.unsqueeze(1) * scalers.scale).view(-1, AGGREGATED * d)
 
 
 class EdgePNAConv(nn.Module):
@@ -111,8 +92,10 @@ class EdgePNAConv(nn.Module):
 
     Forward messages flow along the network's connections (input -> output),
     backward ones against them: a weight's meaning depends on both its ends.
-    Shapes: h [N, d], edge_index [2, E], e [E, d], batch [N] -> (h' [N, d], e' [E, d]).
-    ``scalers``: :meth:`scalers` of the batch, which a model computes once for all its layers.
+
+    Args:
+        d: node and edge feature width.
+        dropout: on the node and the edge update.
     """
 
     def __init__(self, d: int, dropout: float = 0.0):
@@ -120,23 +103,28 @@ class EdgePNAConv(nn.Module):
         self.forward_rel = PNARelation(d)
         self.backward_rel = PNARelation(d)
         self.norm_h, self.norm_e, self.norm_edge_h = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.update = mlp(d + 2 * 12 * d, d, 2 * d)
+        self.update = mlp(d + 2 * AGGREGATED * d, d, 2 * d)
         self.edge_mlp = EdgeMLP(d, d, d)
         self.dropout = nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        reset_children(self)
 
     @staticmethod
     def scalers(edge_index: Tensor, batch: Tensor, num_graphs: int,
                 dtype: torch.dtype) -> tuple[DegreeScalers, DegreeScalers]:
-        """The forward and the backward direction's :class:`DegreeScalers`."""
+        """The forward and the backward direction's :class:`DegreeScalers` of a batch."""
         return tuple(DegreeScalers.of(edge_index[i], batch, num_graphs, dtype) for i in (1, 0))
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor, num_graphs: int,
-                scalers: tuple[DegreeScalers, DegreeScalers] | None = None) -> tuple[Tensor, Tensor]:
-        if scalers is None:
-            scalers = self.scalers(edge_index, batch, num_graphs, h.dtype)
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, batch: Tensor,
+                num_graphs: int | None = None) -> tuple[Tensor, Tensor]:
+        """h [N, d], edge_index [2, E], e [E, d], batch [N] -> (h' [N, d], e' [E, d]).
+        ``num_graphs``: B, read off ``batch`` (a device sync) when not given."""
+        num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+        scalers = self.scalers(edge_index, batch, num_graphs, h.dtype)  # a scatter over E: cheap next to the layer
         hn = self.norm_h(h)
-        fwd = self.forward_rel(hn, edge_index, e, batch, num_graphs, scalers[0])
-        bwd = self.backward_rel(hn, edge_index.flip(0), e, batch, num_graphs, scalers[1])
+        fwd = self.forward_rel(hn, edge_index, e, scalers[0])
+        bwd = self.backward_rel(hn, edge_index.flip(0), e, scalers[1])
         h = h + self.dropout(self.update(torch.cat([hn, fwd, bwd], -1)))
         e = e + self.dropout(self.edge_mlp(self.norm_edge_h(h), edge_index, self.norm_e(e)))
         return h, e
