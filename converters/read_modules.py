@@ -11,6 +11,7 @@ module path or the traced node and its source line.
 """
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 from torch import Tensor, nn
@@ -84,6 +85,10 @@ def module_program(module: nn.Module) -> Program:
     return prog
 
 
+#: Parameter names of nn.LSTM / nn.GRU / nn.RNN layers (weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0, ...).
+_RECURRENT = re.compile(r"(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?")
+
+
 def state_dict_program(state_dict: Mapping[str, Tensor]) -> Program:
     """An MLP from its state_dict alone: Linear layers in key order, each a
     ``<prefix>.weight`` [out, in] and an optional ``<prefix>.bias`` [out]. The
@@ -94,6 +99,9 @@ def state_dict_program(state_dict: Mapping[str, Tensor]) -> Program:
         if not isinstance(value, Tensor):
             raise ConversionError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
         prefix, _, role = key.rpartition(".")
+        if _RECURRENT.fullmatch(role):
+            raise UnsupportedModuleError(
+                f"state_dict entry {key!r} looks like an LSTM/GRU/RNN state_dict: recurrent layers are not supported")
         if role not in ("weight", "bias") or value.dim() != (2 if role == "weight" else 1):
             raise UnsupportedModuleError(
                 f"state_dict entry {key!r} (shape {tuple(value.shape)}) is not a Linear weight [out, in] or bias [out]; "

@@ -10,6 +10,7 @@ entry. Those bookkeeping fields are not features: models must not read them.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Sequence
@@ -168,6 +169,10 @@ class GraphSpec:
         return f"GraphSpec({len(self.entries)} entries, {len(self.node_groups)} node groups)"
 
 
+#: While PyG's collate concatenates ``edge_attr``, the first graph's width (see NeuralGraph.__inc__).
+_collating = threading.local()
+
+
 class NeuralGraph(Data):
     """A network as a graph. Information flows along ``edge_index[0] -> [1]``.
 
@@ -187,6 +192,24 @@ class NeuralGraph(Data):
                               [numel / kernel size, kernel size], -1 for parameter-free edges
         spec       :class:`GraphSpec`
     """
+
+    # PyG's Batch.from_data_list (and so torch_geometric.loader.DataLoader) asks the first graph
+    # for each key's cat dim, then every graph for its increment, then concatenates: it has no
+    # hook to pad, so graphs of different kernel widths are refused here with the way out,
+    # instead of torch.cat's "Sizes of tensors must match".
+    def __cat_dim__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        _collating.width = value.size(-1) if key == "edge_attr" else None
+        return super().__cat_dim__(key, value, *args, **kwargs)
+
+    def __inc__(self, key: str, value: Any, *args, **kwargs) -> Any:
+        width = getattr(_collating, "width", None)
+        if key == "edge_attr" and args and width is not None and value.size(-1) != width:  # args: a store, i.e. collate
+            raise ValueError(
+                f"NeuralGraphs with different kernel widths ({width - WEIGHT_COL} and {value.size(-1) - WEIGHT_COL} "
+                "kernel columns) do not batch as they are: batch them with graphnfn.collate(graphs) (or "
+                "torch.utils.data.DataLoader(graphs, collate_fn=graphnfn.collate)), or pad them to one width "
+                "first with graphnfn.pad_kernels(graphs)")
+        return super().__inc__(key, value, *args, **kwargs)
 
     @property
     def weight(self) -> Tensor:

@@ -172,3 +172,17 @@ def induced_edge_map(g1, g2, node_map: torch.Tensor) -> torch.Tensor:
     """For each edge of g1, the edge of g2 between the mapped endpoints."""
     lookup = {(s, d): i for i, (s, d) in enumerate(g2.edge_index.T.tolist())}
     return torch.tensor([lookup[(s, d)] for s, d in node_map[g1.edge_index].T.tolist()])
+
+
+class SmallCNN(nn.Module):
+    """A CNN that is not a Sequential (its state_dict alone does not say how it is wired):
+    what ``graphnfn inspect cnn.pt --model tests.nets:SmallCNN`` builds."""
+
+    def __init__(self, channels: int = 3, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, kernel)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(channels, 2)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))

@@ -252,6 +252,14 @@ def test_unsupported_module_error_is_also_a_type_error():
         converters.to_graph(42)
 
 
+@pytest.mark.parametrize("recurrent", [nn.LSTM(2, 3, num_layers=2), nn.GRU(2, 3, bidirectional=True),
+                                       nn.RNN(2, 3, bias=False), nn.LSTM(2, 4, proj_size=2)])
+def test_recurrent_state_dicts_are_named(recurrent):
+    # the state_dict alone (not the module): its keys must not be mistaken for Linear weights
+    with pytest.raises(UnsupportedModuleError, match="'weight_ih_l0'.*LSTM/GRU/RNN state_dict: recurrent layers"):
+        converters.to_graph(recurrent.state_dict())
+
+
 class CalledTwice(nn.Module):
     def __init__(self):
         super().__init__()
@@ -285,17 +293,27 @@ def test_tampered_graph_does_not_fold_back():
     (["convert", "{d}/missing.pt", "-o", "{d}/g.safetensors"], r"missing\.pt' does not exist"),
     (["convert", "{d}/mlp.pt", "-o", "{d}/no/such/dir/g.safetensors"], r"output directory '.*no/such/dir' does not exist"),
     (["draw", "{d}/mlp.pt", "-o", "{d}"], "is a directory"),
+    (["convert", "{d}/mlp.pt", "-o", "{d}/g.png"], r"output '.*g\.png': convert writes a graph file, name it "
+                                                   r"\*\.safetensors \(not \.png\)"),
+    (["draw", "{d}/mlp.pt", "-o", "{d}/g.safetensors"], r"draw writes an image, name it with one of the suffixes "
+                                                        r".*\.png.*\.svg.* \(not \.safetensors\)"),
+    (["draw", "{d}/mlp.pt", "-o", "{d}/g"], r"\.pdf.* \(it has no suffix\)"),
+    (["inspect", "{d}/nan.pt"], r"nan\.pt: .*'0\.weight' holds NaN or Inf \(--allow-nonfinite to accept\)$"),
+    (["inspect", "{d}/lstm.pt"], r"lstm\.pt: state_dict entry 'weight_ih_l0' .*looks like an LSTM/GRU/RNN state_dict: "
+                                 "recurrent layers are not supported"),
 ])
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path, capsys, argv, match):
     marker = tmp_path / "pwned"
     torch.save({"0.weight": torch.zeros(2, 2), "hook": _Payload(marker)}, tmp_path / "evil.pt")
     (tmp_path / "noise.pt").write_bytes(b"\x80\x02garbage" * 10)
     torch.save(_mlp_state_dict(), tmp_path / "mlp.pt")
+    torch.save({**_mlp_state_dict(), "0.weight": torch.full((8, 2), float("nan"))}, tmp_path / "nan.pt")
+    torch.save(nn.LSTM(2, 3).state_dict(), tmp_path / "lstm.pt")
     assert cli.main([a.format(d=tmp_path) for a in argv]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"graphnfn {argv[0]}: error: ")
-    assert re.search(match, err), err
-    assert not marker.exists() and not (tmp_path / "g.safetensors").exists()
+    assert re.search(match, err.rstrip("\n")), err
+    assert not marker.exists() and not any((tmp_path / name).exists() for name in ("g.safetensors", "g.png", "g"))
 
 
 def test_cli_unexpected_errors_are_one_line_unless_traceback(tmp_path, capsys, monkeypatch):

@@ -199,23 +199,52 @@ def test_compare_resumes_from_the_finished_pairs_of_a_cut_off_run(tmp_path):
         ex.run(config_updates={**common, "models": ["stat"], "resume": str(folder), "lr": 0.5})
 
 
-@pytest.mark.parametrize("model", ["nfn-hnp", "pna"])
-def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(tmp_path, model):
+@pytest.fixture(scope="module", params=["nfn-hnp", "pna"])
+def trained_run(request, tmp_path_factory):
+    """A tiny INR classifier of each family trained by the experiment: (run, run directory, zoo)."""
+    from experiments.inr_classification import ex
+    from graphnfn.zoo import Zoo
+
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": request.param})
+    return run, tmp_path / "runs" / str(run._id), Zoo(run.info["summary"]["zoo"]["path"])
+
+
+def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(trained_run):
     """The best checkpoint carries its config, spec and scaler: graphnfn.load_model(run_dir)
     rebuilds it, and its predictions on the zoo's test networks (as modules) give the run's own
     test accuracy."""
     import graphnfn
-    from experiments.inr_classification import ex
-    from graphnfn.zoo import Zoo
 
-    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
-    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": model})
-    trained = graphnfn.load_model(tmp_path / "runs" / str(run._id))
-    zoo = Zoo(run.info["summary"]["zoo"]["path"])
+    run, folder, zoo = trained_run
+    trained = graphnfn.load_model(folder)
     test = zoo.indices("test", lambda r: r.get("final", True))
     logits = trained.predict([zoo.module(i) for i in test])
     labels = torch.tensor([zoo.records[i]["label"] for i in test])
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     assert accuracy == pytest.approx(run.info["summary"]["test"]["accuracy"], abs=1e-6)
     with pytest.raises(FileNotFoundError, match="no checkpoints match"):
-        graphnfn.load_model(tmp_path / "runs" / str(run._id), model="nft")
+        graphnfn.load_model(folder, model="nft")
+
+
+def test_graphnfn_predict_gives_the_models_predictions_for_checkpoint_files(trained_run, tmp_path, capsys):
+    """`graphnfn predict RUN CKPT... --model ...` prints what TrainedModel.predict gives in process."""
+    import graphnfn
+    from graphnfn import cli
+
+    _, folder, zoo = trained_run
+    test = zoo.indices("test", lambda r: r.get("final", True))[:3]
+    paths = [str(tmp_path / f"inr{i}.pt") for i in test]
+    for i, path in zip(test, paths):
+        torch.save(zoo.state_dict(i), path)
+    arch = {k: v for k, v in zoo.records[test[0]]["arch"].items() if k != "name"}
+    model = ["--model", "graphnfn.zoo.siren:make_siren", "--model-args", json.dumps(arch)]
+    probs = graphnfn.load_model(folder).predict([zoo.module(i) for i in test]).softmax(1)
+    assert cli.main(["predict", str(folder), *paths, *model, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["checkpoint"] for r in rows] == paths
+    assert [r["class"] for r in rows] == probs.argmax(1).tolist()
+    assert [r["probability"] for r in rows] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
+    assert cli.main(["predict", str(folder), paths[0], *model]) == 0
+    assert capsys.readouterr().out == f"{paths[0]}: class {rows[0]['class']} (probability {rows[0]['probability']:.4f})\n"

@@ -1,4 +1,5 @@
 """Invariant 1: from_graph(to_graph(m)) == m.state_dict(), bit for bit."""
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, strategies as st
@@ -39,6 +40,26 @@ def test_roundtrip_after_collate(models, seed):
     for m, g, sd in zip(models, batch.to_data_list(), converters.from_graph(batch)):
         assert_bitwise_equal(converters.from_graph(g), m.state_dict())
         assert_bitwise_equal(sd, m.state_dict())
+
+
+def test_pyg_data_loader_over_kernel_widths():
+    """PyG's DataLoader has no hook to pad kernels: graphs of different widths are refused naming
+    graphnfn.collate and graphnfn.pad_kernels; padded, they batch and fold back exactly."""
+    from torch_geometric.loader import DataLoader
+
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 1))]
+    models += [nn.Sequential(nn.Conv2d(1, 2, k), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1))
+               for k in (3, 5)]
+    graphs = [converters.to_graph(m) for m in models]
+    for first, second, widths in ((0, 1, "1 and 9"), (2, 1, "25 and 9")):
+        with pytest.raises(ValueError, match=rf"different kernel widths \({widths} kernel columns\).*graphnfn\.collate"
+                                             r".*graphnfn\.pad_kernels"):
+            next(iter(DataLoader([graphs[first], graphs[second]], batch_size=2)))
+    assert next(iter(DataLoader([graphs[1], graphs[1]], batch_size=2))).num_graphs == 2  # same widths: as before
+    batch = next(iter(DataLoader(graphnfn.pad_kernels(graphs), batch_size=3)))
+    for m, g in zip(models, batch.to_data_list()):
+        assert_bitwise_equal(converters.from_graph(g), m.state_dict())
 
 
 def test_special_values_roundtrip():
