@@ -11,17 +11,16 @@ convert in under a second on the project's 2-core CPU. Not part of the test suit
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import time
-from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 import converters
-from converters.reference_nets import ViT, resnet18
+from benchmarks.measure import timed_in_turn, write_results
+from converters.reference_nets import resnet18
+from graphnfn.modules import ViT
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 
@@ -50,36 +49,27 @@ def siren() -> nn.Module:
 
 
 CASES = {"VGG-11 (BN, CIFAR)": vgg11, "MLP 784-2048-2048-10": wide_mlp, "SIREN 2-32-32-1": siren,
-         "ResNet-18 (ImageNet)": resnet18, "ViT 6x256, 8 heads": ViT}
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+         "ResNet-18 (ImageNet)": resnet18, "ViT 6x256, 8 heads": lambda: ViT(image_size=32, patch=4, dim=256, heads=8, depth=6)}
 
 
 def graph_bytes(g) -> int:
     return sum(v.numel() * v.element_size() for _, v in g if isinstance(v, torch.Tensor))
 
 
+def conversion_row(name: str, model: nn.Module, g, repeat: int, **steps: Callable[[], object]) -> dict:
+    """A table row: the sizes of ``model`` and of its graph ``g``, and the seconds of
+    to_graph, from_graph and any other ``steps`` (best of ``repeat``, timed in turn)."""
+    times = timed_in_turn({"to_graph_s": lambda: converters.to_graph(model), **steps,
+                           "from_graph_s": lambda: converters.from_graph(g)}, repeat, "cpu")
+    return {"model": name, "parameters": sum(p.numel() for p in model.parameters()), "nodes": g.num_nodes,
+            "edges": g.num_edges, "graph_mb": graph_bytes(g) / 2**20, **times}
+
+
 def run(repeat: int) -> list[dict]:
     rows = []
     for name, make in CASES.items():
         model = make().eval()
-        g = converters.to_graph(model)
-        rows.append({
-            "model": name,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "nodes": g.num_nodes,
-            "edges": g.num_edges,
-            "graph_mb": graph_bytes(g) / 2**20,
-            "to_graph_s": best_of(lambda: converters.to_graph(model), repeat),
-            "from_graph_s": best_of(lambda: converters.from_graph(g), repeat),
-        })
+        rows.append(conversion_row(name, model, converters.to_graph(model), repeat))
     return rows
 
 
@@ -93,12 +83,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['model']:<24}{r['parameters']:>12,}{r['nodes']:>9,}{r['edges']:>11,}{r['graph_mb']:>10.1f}"
               f"{r['to_graph_s']:>12.3f}{r['from_graph_s']:>14.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "repeat": args.repeat, "load_average": os.getloadavg()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, "cpu", {"repeat": args.repeat, "load_average": os.getloadavg()}, rows=rows)
 
 
 if __name__ == "__main__":

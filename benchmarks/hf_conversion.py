@@ -12,17 +12,15 @@ part of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import torch
 import transformers
 
 import converters
-from benchmarks.conversion import best_of, graph_bytes
+from benchmarks.conversion import conversion_row
+from benchmarks.measure import write_results
 from converters.hf import example_inputs
 
 
@@ -49,17 +47,9 @@ def run(repeat: int) -> list[dict]:
         start = time.perf_counter()
         g = converters.to_graph(model)
         first = time.perf_counter() - start
-        rows.append({
-            "model": name,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "nodes": g.num_nodes,
-            "edges": g.num_edges,
-            "graph_mb": graph_bytes(g) / 2**20,
-            "first_to_graph_s": first,
-            "to_graph_s": best_of(lambda: converters.to_graph(model), repeat),
-            "export_s": best_of(lambda: torch.export.export(model, (), example_inputs(model), strict=False), repeat),
-            "from_graph_s": best_of(lambda: converters.from_graph(g), repeat),
-        })
+        row = conversion_row(name, model, g, repeat,
+                             export_s=lambda: torch.export.export(model, (), example_inputs(model), strict=False))
+        rows.append({**row, "first_to_graph_s": first})
     return rows
 
 
@@ -74,13 +64,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['model']:<42}{r['parameters']:>12,}{r['nodes']:>8,}{r['edges']:>11,}{r['graph_mb']:>10.1f}"
               f"{r['first_to_graph_s']:>9.3f}{r['to_graph_s']:>12.3f}{r['export_s']:>10.3f}{r['from_graph_s']:>14.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "transformers": transformers.__version__,
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "repeat": args.repeat, "load_average": os.getloadavg()}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, "cpu", {"transformers": transformers.__version__, "repeat": args.repeat,
+                                    "load_average": os.getloadavg()}, rows=rows)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ import time
 import torch
 from torch import nn
 
+from graphnfn.modules import ViT
+
 from . import ConversionError, from_graph, load_checkpoint, to_graph
-from .reference_nets import GPT, ViT, resnet18
+from .reference_nets import GPT, resnet18
 
 
 def small_cnn() -> nn.Module:
@@ -28,7 +30,7 @@ def small_cnn() -> nn.Module:
 MODELS = {
     "cnn": ("a small CNN for 8x8 digits", small_cnn),
     "resnet18": ("ResNet-18 (torchvision layout, random weights)", resnet18),
-    "vit": ("a 1-block, 2-head ViT on 8x8 images", lambda: ViT(image=8, patch=4, channels=1, dim=8, depth=1, heads=2)),
+    "vit": ("a 1-block, 2-head ViT on 8x8 images", lambda: ViT(image_size=8, patch=4, in_channels=1, dim=8, depth=1, heads=2)),
     "gpt": ("a 2-block causal language model", GPT),
 }
 

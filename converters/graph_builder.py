@@ -48,11 +48,12 @@ class _Rows:
 
 
 @dataclass(frozen=True)
-class Block:
-    """Nodes made together: global ids (in neuron order) and their node group."""
+class NodeGroup:
+    """Nodes made together by one :meth:`GraphBuilder.add_nodes`: their global
+    ids (in neuron order) and the group's index in ``node_groups``."""
 
     ids: Tensor
-    group: int
+    index: int
 
 
 @dataclass
@@ -101,7 +102,7 @@ class GraphBuilder:
 
     # -- nodes ----------------------------------------------------------------
     def add_nodes(self, name: str, n: int, node_type: NodeType, sources: Sequence[Tensor] = (),
-                  position: Tensor | None = None, neuron: Tensor | None = None) -> Block:
+                  position: Tensor | None = None, neuron: Tensor | None = None) -> NodeGroup:
         """n nodes one layer deeper than the deepest of ``sources`` (their in-edges' sources)."""
         depth = 1 + max(int(self.meta.view[s, LAYER].max()) for s in sources) if sources else 0
         x = torch.zeros(n, len(NODE_FEATURES), dtype=self.dtype, device=self.device)
@@ -113,7 +114,7 @@ class GraphBuilder:
         meta[:, NEURON] = torch.arange(n, device=self.device) if neuron is None else neuron
         self.node_groups.append(name)
         self.meta.append(meta)
-        return Block(self.x.append(x), len(self.node_groups) - 1)
+        return NodeGroup(self.x.append(x), len(self.node_groups) - 1)
 
     def column(self, ids: Tensor, name: str) -> Tensor:
         return self.x.view[ids, NODE_COL[name]]
@@ -177,14 +178,14 @@ class GraphBuilder:
         """Parameter ``key`` is held by its edge group, ``kernel`` values per edge."""
         self.record(key, ParamEntry(key, "edge", tuple(t.shape), t.dtype, self.edge_group(key), kernel=kernel))
 
-    def node_param(self, key: str, t: Tensor, column: str, blocks: Sequence[Block]) -> None:
-        """Column ``column`` of the blocks' nodes holds t[neuron]; t must have one entry per node."""
-        ids = torch.cat([b.ids for b in blocks])
+    def node_param(self, key: str, t: Tensor, column: str, groups: Sequence[NodeGroup]) -> None:
+        """Column ``column`` of the groups' nodes holds t[neuron]; t must have one entry per node."""
+        ids = torch.cat([g.ids for g in groups])
         if tuple(t.shape) != (ids.numel(),):
             raise ConversionError(f"{key!r}: shape {tuple(t.shape)} does not match the layer's {ids.numel()} outputs")
         self.set_column(ids, column, t[self.meta.view[ids, NEURON]])
-        groups = tuple(b.group for b in blocks)
-        self.record(key, ParamEntry(key, "node", tuple(t.shape), t.dtype, groups[0] if len(groups) == 1 else groups,
+        index = tuple(g.index for g in groups)
+        self.record(key, ParamEntry(key, "node", tuple(t.shape), t.dtype, index[0] if len(index) == 1 else index,
                                     NODE_COL[column]))
 
     def record_const(self, key: str, t: Tensor) -> None:

@@ -2,11 +2,10 @@
 
 Converting is memory-bound copying through many medium-sized tensor ops (a
 few hundred per network). Extra OpenMP threads save little on such copies,
-and when another process holds a core every op waits at the thread barrier:
-on the project's 2-core machine under load, ResNet-18 took 1.2 s with 2
-threads and 0.25 s with one (``python -m benchmarks.conversion``). The
-thread count is restored afterwards; it is process-wide, so other threads of
-the caller run on one thread meanwhile.
+and when another process holds a core every op waits at the thread barrier
+(measured: docs/converters.md, Performance). The thread count is restored
+afterwards; it is process-wide, so other threads of the caller run on one
+thread meanwhile.
 """
 from __future__ import annotations
 

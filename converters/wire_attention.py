@@ -1,4 +1,4 @@
-"""Attention as graph nodes (the encoding of DESIGN.md).
+"""Attention as graph nodes (the encoding docs/encoding.md describes).
 
 For h heads of key size d_k and value size d_v reading residual-stream
 features x (one node per feature):
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from graphnfn.graph import Activation, EdgeType, NodeType
 
-from .graph_builder import LINEAR_META, Block, GraphBuilder, row_major, transposed
+from .graph_builder import LINEAR_META, GraphBuilder, NodeGroup, row_major, transposed
 from .program import Attention, Proj, Rotary, tag
 
 
@@ -51,7 +51,7 @@ def wire_attention(b: GraphBuilder, op: Attention, xq: Tensor, xk: Tensor, xv: T
     d_k, d_v, share = op.q.n // h, op.v.n // g, h // g
     op.require(op.o.inputs == h * d_v, f"{op.o.weight[0]!r} expects {op.o.inputs} inputs, the heads give {h * d_v}")
 
-    def project(p: Proj, x: Tensor, role: str, node_type: NodeType, edge_type: EdgeType, after=()) -> Block:
+    def project(p: Proj, x: Tensor, role: str, node_type: NodeType, edge_type: EdgeType, after=()) -> NodeGroup:
         key, weight = p.weight
         rows = torch.arange(p.row0, p.row0 + p.n)
         neuron = (p.bias0 if p.bias is not None else p.row0) + torch.arange(p.n)

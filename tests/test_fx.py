@@ -10,7 +10,8 @@ from torch import nn
 import converters
 import graphnfn
 from converters import ConversionError, UnsupportedModuleError
-from converters.reference_nets import GPT, ResNet, ViT
+from converters.reference_nets import GPT, ResNet
+from graphnfn.modules import ViT
 from graphnfn import NODE_FEATURES, WEIGHT_COL, EdgeType, NodeType
 from nets import assert_bitwise_equal, mlps
 from test_transformer_tools import run_graph
@@ -196,7 +197,7 @@ def test_several_inputs_and_channel_concatenation():
     assert torch.all(g.x[fc, NODE_FEATURES.index("pool_avg")] == -1)  # the mean over tokens
 
 
-@pytest.mark.parametrize("make", [lambda: ResNet((4, 8), (1, 2), 3), lambda: ViT(8, 4, 3, 8, 2, 2, num_classes=3),
+@pytest.mark.parametrize("make", [lambda: ResNet((4, 8), (1, 2), 3), lambda: ViT(8, 4, 3, num_classes=3, dim=8, heads=2, depth=2),
                                   lambda: GPT(10, 6, 8, 2, 2), ResidualMLP, DenseConv])
 def test_edges_flow_to_deeper_layers(make):
     """layer is the longest path from an input: every edge but the lateral

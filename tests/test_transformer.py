@@ -1,5 +1,5 @@
 """Transformers as neuron graphs: nn.MultiheadAttention, nn.TransformerEncoder(Layer),
-hand-written ViT/GPT attention. Exact round trip; the encoding of DESIGN.md;
+hand-written ViT/GPT attention. Exact round trip; the attention encoding of docs/encoding.md;
 each symmetry (heads, dims inside a head jointly on q,k and on v,o, MLP hidden
 neurons, residual-stream dims) keeps the function (float64) and gives an
 isomorphic graph under the induced node permutation; variants are refused."""
@@ -15,8 +15,9 @@ import converters
 import graphnfn
 from converters import UnsupportedModuleError
 from converters.program import tag
-from converters.reference_nets import GPT, SelfAttention, ViT
+from converters.reference_nets import GPT
 from graphnfn import NODE_FEATURES, WEIGHT_COL, EdgeType, NodeType
+from graphnfn.modules import SelfAttention, ViT
 from nets import assert_bitwise_equal, mlps
 from test_symmetry import edge_rows
 from test_transformer_tools import assert_symmetry, block_perm, group_node_map, permuted, within_blocks
@@ -61,8 +62,9 @@ def encoder_layers(draw):
 def vit_from(draw) -> ViT:
     heads = draw(st.integers(1, 2))
     torch.manual_seed(draw(SEEDS))
-    return ViT(image=4, patch=2, channels=draw(st.integers(1, 2)), dim=heads * draw(st.integers(1, 2)),
-               depth=draw(st.integers(1, 2)), heads=heads, mlp_ratio=draw(st.sampled_from([1.0, 2.0])), num_classes=2,
+    dim = heads * draw(st.integers(1, 2))
+    return ViT(image_size=4, patch=2, in_channels=draw(st.integers(1, 2)), dim=dim, depth=draw(st.integers(1, 2)),
+               heads=heads, mlp_dim=dim * draw(st.integers(1, 2)), num_classes=2,
                patch_embed=draw(st.sampled_from(["conv", "linear"])), packed=draw(st.booleans()),
                readout=draw(st.sampled_from(["cls", "mean"])))
 
@@ -188,7 +190,7 @@ def test_attention_encoding_by_hand():
 
 def test_residual_layernorm_embeddings_and_class_token():
     torch.manual_seed(0)
-    m = ViT(image=4, patch=2, channels=1, dim=4, depth=1, heads=2, num_classes=2)
+    m = ViT(image_size=4, patch=2, in_channels=1, dim=4, depth=1, heads=2, num_classes=2)
     g = converters.to_graph(m)
     ln = g.node_type == NodeType.LAYER_NORM
     assert int(ln.sum()) == 3 * 4  # norm1, norm2, final norm
@@ -237,8 +239,8 @@ def test_conv_patch_embedding_is_the_linear_on_patches():
     flattened patches it computes: the conv ViT and the linear-patch ViT with the
     same weights have the same graph (and no 4x4 kernel columns on every edge)."""
     torch.manual_seed(0)
-    conv = ViT(image=8, patch=4, channels=2, dim=4, depth=1, heads=2, num_classes=3)
-    linear = ViT(image=8, patch=4, channels=2, dim=4, depth=1, heads=2, num_classes=3, patch_embed="linear")
+    conv = ViT(image_size=8, patch=4, in_channels=2, dim=4, depth=1, heads=2, num_classes=3)
+    linear = ViT(image_size=8, patch=4, in_channels=2, dim=4, depth=1, heads=2, num_classes=3, patch_embed="linear")
     sd = conv.state_dict()
     linear.load_state_dict(sd | {"patch_embed.weight": sd["patch_embed.weight"].reshape(4, -1)})
     g1, g2 = converters.to_graph(conv), converters.to_graph(linear)
@@ -280,13 +282,13 @@ def mha_moves(m: nn.MultiheadAttention, prefix: str, p: dict) -> list:
 
 
 def self_attention_moves(a: SelfAttention, prefix: str, p: dict) -> list:
-    d = a.proj.in_features
+    d = a.o.in_features
     if a.packed:
         rows = torch.cat([p["q"], d + p["k"], 2 * d + p["v"]])
         moves = [(f"{prefix}.qkv.weight", 0, rows), (f"{prefix}.qkv.bias", 0, rows)]
     else:
         moves = [(f"{prefix}.{r}.{t}", 0, p[r]) for r in "qkv" for t in ("weight", "bias")]
-    return moves + [(f"{prefix}.proj.weight", 1, p["v"])]
+    return moves + [(f"{prefix}.o.weight", 1, p["v"])]
 
 
 def node_perms(name: str, p: dict) -> dict:
@@ -326,8 +328,8 @@ def vit_moves(model, kind: str, gen: torch.Generator) -> tuple[list, dict]:
             perms[f"{name}.mlp.0"] = p
             continue
         a = block.attn
-        d = a.proj.in_features // a.num_heads
-        p = head_perms(kind, a.num_heads, d, d, gen)
+        d = a.o.in_features // a.heads
+        p = head_perms(kind, a.heads, d, d, gen)
         moves += self_attention_moves(a, f"{name}.attn", p)
         perms |= node_perms(f"{name}.attn", p)
     return moves, perms
@@ -342,7 +344,7 @@ def test_vit_block_symmetries(model, kind, seed):
 
 # parameters indexed by the residual stream, and along which dim, in the reference nets and EncoderLM
 STREAM_DIMS = [
-    (r"(patch_embed\.(weight|bias)|attn\.proj\.(weight|bias)|mlp\.2\.(weight|bias)|out_proj\.(weight|bias)"
+    (r"(patch_embed\.(weight|bias)|attn\.o\.(weight|bias)|mlp\.2\.(weight|bias)|out_proj\.(weight|bias)"
      r"|linear2\.(weight|bias)|norm\w*\.(weight|bias)|ln_f\.(weight|bias))$", 0),
     (r"(attn\.(qkv|q|k|v)\.weight|mlp\.0\.weight|in_proj_weight|linear1\.weight|head\.weight|wte\.weight"
      r"|wpe\.weight|emb\.weight)$", 1),
@@ -362,7 +364,7 @@ def stream_moves(model: nn.Module, p: torch.Tensor) -> list:
 def stream_groups(g) -> list[str]:
     """Node groups that hold residual-stream features: sums, LayerNorms, the
     embeddings and every projection writing into the stream."""
-    writers = re.compile(r"(patch_embed|attn\.proj|mlp\.2|out_proj|linear2|wte|wpe|^emb)$")
+    writers = re.compile(r"(patch_embed|attn\.o|mlp\.2|out_proj|linear2|wte|wpe|^emb)$")
     return [name for i, name in enumerate(g.spec.node_groups)
             if writers.search(name) or int(g.node_type[g.node_group == i][0]) in (NodeType.RESIDUAL, NodeType.LAYER_NORM)]
 
@@ -439,8 +441,8 @@ class ReluAttention(SelfAttention):
 
     def forward(self, x):
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return self.proj((torch.relu(q @ k.transpose(-2, -1)) @ v).transpose(1, 2).reshape(b, t, d))
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return self.o((torch.relu(q @ k.transpose(-2, -1)) @ v).transpose(1, 2).reshape(b, t, d))
 
 
 class Holder(nn.Module):

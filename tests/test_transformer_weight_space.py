@@ -5,7 +5,8 @@ from hypothesis import given, strategies as st
 from torch import nn
 
 import converters
-from converters.reference_nets import GPT, ViT
+from converters.reference_nets import GPT
+from graphnfn.modules import ViT
 from graphnfn import EdgeType
 from graphnfn.paramshare import AttentionWeightSpace
 from nets import assert_bitwise_equal
@@ -41,11 +42,11 @@ def test_blocks_reproduce_attention_and_mlp(heads, d, hidden, depth, norm_first,
 
 def test_hand_written_blocks_and_dtype():
     torch.manual_seed(0)
-    vit = ViT(image=4, patch=2, channels=1, dim=6, depth=2, heads=3, num_classes=2, packed=False)
+    vit = ViT(image_size=4, patch=2, in_channels=1, dim=6, depth=2, heads=3, num_classes=2, packed=False)
     ws = converters.to_attention_weight_space(vit)
     assert ws.num_blocks == 2 and ws.value[1].shape == (1, 1, 3, 6, 2) and ws.mlp_in[0].shape == (1, 1, 6, 24)
     assert torch.equal(ws.key[1][0, 0, 2], vit.blocks[1].attn.k.weight.detach()[4:6].T)
-    assert torch.equal(ws.out[0][0, 0, 1], vit.blocks[0].attn.proj.weight.detach()[:, 2:4].T)
+    assert torch.equal(ws.out[0][0, 0, 1], vit.blocks[0].attn.o.weight.detach()[:, 2:4].T)
     assert torch.equal(ws.mlp_out_bias[1][0, 0], vit.blocks[1].mlp[2].bias.detach())
     gpt = converters.to_attention_weight_space(GPT(vocab=5, context=3, dim=4, depth=1, heads=2).half())
     assert gpt.query[0].dtype == torch.float32  # half precision widens, as in the graph

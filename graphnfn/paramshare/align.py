@@ -46,9 +46,7 @@ the GL(d_k) freedom inside a head are not.
 
 Cost: per hidden layer of n neurons with F incoming and outgoing weights per neuron, a
 [B, n, n] score (B n^2 F multiply-adds) and B assignments of O(n^3), times 1 + the sweeps
-run. Aligning 1,257 SIRENs 2-32-32-1 takes about 0.1 s on one CPU core; fitting the whole
-baseline on the digits zoo (1,257 train and 179 val INRs, five logistic regressions on
-1,185 features) 4-9 s, almost all of it in the regressions.
+run (timings: docs/comparison.md).
 """
 from __future__ import annotations
 

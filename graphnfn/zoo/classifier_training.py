@@ -8,7 +8,7 @@ accuracy and loss at several epochs, as the Small CNN Zoo does (it kept epochs
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -44,15 +44,18 @@ def score_classifier(model: nn.Module, images: Tensor, labels: Tensor, batch_siz
     return correct / len(labels), loss / len(labels)
 
 
+def kernels(model: nn.Module) -> list[Tensor]:
+    """The Conv and Linear weights, not the biases: what the published zoos' L2 acts on (Keras' kernel regulariser)."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
 def train_classifier(model: nn.Module, hparams: Mapping, data: Mapping[str, tuple[Tensor, Tensor]], epochs: int,
-                     batch_size: int, gen: torch.Generator,
-                     l2_params: Callable[[nn.Module], list[Tensor]]) -> Iterator[tuple[int, dict[str, float]]]:
+                     batch_size: int, gen: torch.Generator) -> Iterator[tuple[int, dict[str, float]]]:
     """Train ``model`` and yield ``(epoch, metrics)`` at :func:`checkpoint_epochs`
     (the model holds that checkpoint's weights while the caller reads them).
 
     ``hparams``: ``optimizer`` (sgd / adam / rmsprop), ``learning_rate``,
-    ``l2reg`` (added as l2reg * sum of squares of ``l2_params(model)``, Keras'
-    kernel regulariser), ``train_fraction`` (the first fraction of a seeded
+    ``l2reg`` (added as l2reg * sum of squares of :func:`kernels`), ``train_fraction`` (the first fraction of a seeded
     shuffle of the training images). ``data``: ``train`` and ``test`` (images, labels).
     """
     train_x, train_y = data["train"]
@@ -74,7 +77,7 @@ def train_classifier(model: nn.Module, hparams: Mapping, data: Mapping[str, tupl
             idx = order[start:start + batch_size]
             loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
             if hparams["l2reg"] > 0:
-                loss = loss + hparams["l2reg"] * sum(p.pow(2).sum() for p in l2_params(model))
+                loss = loss + hparams["l2reg"] * sum(p.pow(2).sum() for p in kernels(model))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -67,8 +67,3 @@ def build(hparams: dict, in_channels: int, num_classes: int, gen: torch.Generato
     model = make_cnn(in_channels, num_classes, hparams["activation"], hparams["dropout"])
     initialise(model, hparams["w_init"], hparams["init_std"], gen)
     return model
-
-
-def l2_params(model: nn.Module) -> list[torch.Tensor]:
-    """The kernels (not biases) the L2 penalty acts on, as in the Keras original."""
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
