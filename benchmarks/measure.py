@@ -1,9 +1,7 @@
-"""What the benchmarks share: the peak memory of a piece of work, one
-measurement per fresh process (a CPU's peak resident set is per process), and
-the results file with the machine it came from."""
+"""What the benchmarks share: timing, one measurement per fresh process, and the
+results file with the machine it came from. Peak memory: :class:`graphnfn.memory.PeakMemory`."""
 from __future__ import annotations
 
-import gc
 import json
 import multiprocessing as mp
 import platform
@@ -14,41 +12,7 @@ from typing import Callable
 
 import torch
 
-
-def _status_kib(field: str) -> int:
-    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-class PeakMemory:
-    """``with PeakMemory(device) as peak: work()`` -> ``peak.bytes``: the most
-    memory the work held above what was held on entry (CUDA: max allocated;
-    CPU: the peak resident set, reset on entry through /proc/self/clear_refs)."""
-
-    def __init__(self, device: str | torch.device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.bytes = 0
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._held = torch.cuda.memory_allocated()
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # the peak resident set restarts from the current one
-            self._held = _status_kib("VmRSS") * 1024
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.bytes = torch.cuda.max_memory_allocated() - self._held
-        else:
-            self.bytes = _status_kib("VmHWM") * 1024 - self._held
+from graphnfn.memory import PeakMemory
 
 
 def timed(step: Callable[[], object], repeat: int, device: str | torch.device) -> tuple[float, int]:

@@ -10,7 +10,8 @@ of its best validation score are scored on test once. ``tune=K`` first tries the
 configurations (lr, width; from ``tune_grid``) for every learned model on the first seed
 and keeps the best on validation. Writes into the run directory (runs/<id>/): results.md
 (mean +- std over seeds, encoding, parameters, steps, throughput; rows whose interval
-overlaps the best's are marked), results.json, plots, and every finished (model, seed) as
+overlaps the best's are marked), results.json, plots (learning curves, test metric against
+parameters and training time, peak memory per model), and every finished (model, seed) as
 pair-*.json the moment it finishes: ``resume=RUN_DIR`` reuses those of a run that was cut
 off. Prints the table.
 """
@@ -24,6 +25,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from graphnfn.memory import METHODS, PeakMemory
 from graphnfn.registry import family
 from experiments.config import check_config, new_experiment, run_directory
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
@@ -59,6 +61,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _largest_memory(runs: list[dict]) -> dict:
+    """The memory figures of the seed whose pair held the most of its own (the largest peak where
+    there is no per-pair figure), so that peak and own come from the same pair."""
+    top = max(runs, key=lambda r: (r.get("own_memory_mib") or 0.0, r["peak_memory_mib"]))
+    return {"peak_memory_mib": top["peak_memory_mib"], "own_memory_mib": top.get("own_memory_mib"),
+            "memory_method": top.get("memory_method", "process")}
+
+
 def summarise(results: list[dict], higher_is_better: bool = True) -> list[dict]:
     """One row per model: mean and std over seeds of the test metric and the costs; ``close``
     marks the best row and every row whose mean +- std interval overlaps the best's."""
@@ -73,7 +83,7 @@ def summarise(results: list[dict], higher_is_better: bool = True) -> list[dict]:
                      "options": runs[0]["options"],
                      "train_seconds": statistics.fmean(r["train_seconds"] for r in runs),
                      "examples_per_second": statistics.fmean(r["examples_per_second"] for r in runs),
-                     "peak_memory_mib": max(r["peak_memory_mib"] for r in runs),
+                     **_largest_memory(runs),
                      "extra": {k: _mean_std([r["test"][k] for r in runs])[0] for k in runs[0]["test"] if k != metric}})
     sign = 1 if higher_is_better else -1
     best = max(rows, key=lambda r: sign * r["mean"])
@@ -88,55 +98,111 @@ def markdown_table(rows: list[dict], title: str) -> str:
     extra = list(rows[0]["extra"])
     lines = [f"### {title}", "",
              f"| model | family | encoding | test {metric} (mean ± std) | " + " | ".join(f"test {k}" for k in extra)
-             + " | parameters | steps | train s | networks/s | peak MiB |",
-             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in extra) + " |" + " ---: |" * 5]
+             + " | parameters | steps | train s | networks/s | peak MiB | own MiB |",
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in extra) + " |" + " ---: |" * 6]
     for r in rows:
         value = f"{r['mean']:.4f} ± {r['std']:.4f}"
         value = f"**{value}**" if r["best"] else f"{value} ≈" if r["close"] else value
         cells = [value] + [f"{r['extra'][k]:.4f}" for k in extra]
         lines.append(f"| {r['model']} | {r['family']} | {r['encoding']} | " + " | ".join(cells)
                      + f" | {r['parameters']:,} | {r['steps'] or '-'} | {r['train_seconds']:.1f}"
-                     f" | {r['examples_per_second']:.0f} | {r['peak_memory_mib']:.0f} |")
+                     f" | {r['examples_per_second']:.0f} | {r['peak_memory_mib']:.0f} | {_mib(r['own_memory_mib'])} |")
+    methods = sorted({METHODS[r["memory_method"]] for r in rows})
     lines += ["", "Bold: the best mean; ≈: mean ± std overlaps the best's (not separable with these seeds). "
-              "align-linear fits no steps (its regularisation is chosen on val). Peak MiB on CPU is the "
-              "process's peak so far."]
+              "align-linear fits no steps (its regularisation is chosen on val). Memory of each (model, seed) "
+              "pair on its own (zoo, loaders, training, test), of the seed that held the most; peak MiB: "
+              + "; ".join(methods) + "; own MiB: that peak less what the process held when the pair began."]
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], rows: list[dict], folder: Path) -> list[Path]:
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _compact(x: float, _pos=None) -> str:
+    """A tick label: 5k, 1.2M, 0.5, 20."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+def _log_x(ax, values: list[float]) -> None:
+    """A log x axis whose tick labels cannot overlap: decades only when the values span two
+    or more, else 1-2-5 steps; unlabelled minor ticks; room at both ends for the markers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = min(values), max(values)
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 2, hi * 2)  # a span of at least 4x always holds a 1-2-5 tick
+    subs = (1.0,) if hi / lo >= 100 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_major_formatter(FuncFormatter(_compact))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot(results: list[dict], rows: list[dict], folder: Path, title: str = "") -> list[Path]:
+    """PNGs of the comparison: test metric against parameters and against training time (mean
+    ± std over seeds), validation learning curves, and each model's peak memory."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metric = rows[0]["metric"]
     paths = []
-    for key, label in (("parameters", "parameters"), ("train_seconds", "training seconds")):
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for r in rows:
-            ax.errorbar(r[key], r["mean"], yerr=r["std"], fmt="o", capsize=3, label=r["model"])
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"test {metric}")
-        ax.legend(fontsize=7)
+
+    def save(fig, name: str) -> None:
         fig.tight_layout()
-        paths.append(folder / f"{metric}_vs_{key}.png")
+        paths.append(folder / name)
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
+
+    for key, name in (("parameters", "parameters"), ("train_seconds", "training seconds")):
+        shown = [r for r in rows if r[key] > 0]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in shown:
+            ax.errorbar(r[key], r["mean"], yerr=r["std"], fmt="o", capsize=3, label=r["model"])
+        _log_x(ax, [r[key] for r in shown])
+        ax.set_xlabel(f"{name} (log scale)")
+        ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
+        ax.set_title(f"Test {metric} against {name}" + (f"\n{title}" if title else ""), fontsize=9)
+        ax.legend(fontsize=7)
+        save(fig, f"{metric}_vs_{key}.png")
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:
         curves = [res["history"] for res in results if res["model"] == r["model"] and res["history"]]
         if curves:  # align-linear has no training curve
             steps = [h["step"] for h in curves[0]]
-            ax.plot(steps, [statistics.fmean(h[f"val_{metric}"] for h in at) for at in zip(*curves)], label=r["model"])
+            ax.plot(steps, [statistics.fmean(h[f"val_{metric}"] for h in at) for at in zip(*curves)], marker=".",
+                    label=r["model"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"validation {metric} (mean over seeds)")
-    ax.set_title("Learning curves")
+    ax.set_title("Learning curves" + (f"\n{title}" if title else ""), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(folder / "learning_curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save(fig, "learning_curves.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = [r["model"] for r in rows]
+    peaks = [r["peak_memory_mib"] for r in rows]
+    own = [r["own_memory_mib"] for r in rows]
+    if None in own:  # no per-pair measurement here: the bars are the process's peak
+        ax.bar(names, peaks, color="tab:gray", label="process peak (not per model)")
+    else:
+        ax.bar(names, [p - o for p, o in zip(peaks, own)], color="lightgray", label="held when the pair began")
+        ax.bar(names, own, bottom=[p - o for p, o in zip(peaks, own)], color="tab:blue", label="the pair's own")
+        for i, o in enumerate(own):
+            ax.annotate(f"+{o:.0f}", (i, peaks[i]), ha="center", va="bottom", fontsize=7)
+    ax.set_ylabel(f"peak MiB ({'CUDA allocated' if rows[0]['memory_method'] == 'cuda' else 'resident set'})")
+    ax.set_xlabel("model (the seed that held the most)")
+    ax.set_title("Peak memory per model" + (f"\n{title}" if title else ""), fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    ax.set_ylim(0, 1.3 * max(peaks))  # headroom: the legend never covers a bar
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    save(fig, "peak_memory.png")
     return paths
 
 
@@ -185,7 +251,10 @@ def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
         else:
             print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
             prefixed = _Prefixed(_run, f"{model}.seed{seed}")
-            result = run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
+            with PeakMemory(cfg["device"]) as peak:  # this pair alone, not the process's peak so far
+                result = run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
+            result.update(peak_memory_mib=peak.peak_bytes / 2**20, memory_method=peak.method,
+                          own_memory_mib=None if peak.bytes is None else peak.bytes / 2**20)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(result))
@@ -215,7 +284,8 @@ def write_tables(_run, cfg: dict, results: list[dict], failed: list[str]) -> lis
         folder = Path(tmp)
         (folder / "results.md").write_text(table)
         (folder / "results.json").write_text(json.dumps({"rows": rows, "runs": results, "failed": failed}, indent=1))
-        for path in [folder / "results.md", folder / "results.json", *plot(results, rows, folder)]:
+        plots = plot(results, rows, folder, f"{cfg['task']} on {cfg['dataset']}")
+        for path in [folder / "results.md", folder / "results.json", *plots]:
             _run.add_artifact(str(path), path.name)
     _run.info["rows"], _run.info["runs"] = rows, [{k: v for k, v in r.items() if k != "history"} for r in results]
     return rows

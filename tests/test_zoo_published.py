@@ -1,62 +1,18 @@
-"""Readers of the published zoo layouts, on tiny synthetic files written in those layouts."""
-import csv
-import gzip
-import io
-import json
+"""Readers of the published zoo layouts, and experiments on them, on tiny files written in
+those layouts (tests/published_layouts.py: what each file holds, after the authors' code)."""
+import random
 
 import numpy as np
 import pytest
 import torch
+from sacred.observers import FileStorageObserver
 
 import converters
-from graphnfn.zoo import DWSNetsINRZoo, NFNSirenZoo, SmallCNNZoo, make_cnn, make_siren
+from graphnfn.zoo import DWSNetsINRZoo, NFNSirenZoo, SmallCNNZoo, make_siren, open_zoo
 from graphnfn.zoo.published import PublishedFormatError
-
-STEPS = (0, 1, 86)
-
-
-def tf_layout(model):
-    """Flatten a torch CNN the way the Small CNN Zoo stored its Keras variables."""
-    columns, layout, start = [], [], 0
-    convs = [m for m in model if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    for i, m in enumerate(convs):
-        kernel = m.weight.permute(2, 3, 1, 0) if m.weight.dim() == 4 else m.weight.T  # TF order
-        layer = f"sequential/conv2d_{i}" if m.weight.dim() == 4 else "sequential/dense"
-        for name, value in ((f"{layer}/kernel:0", kernel), (f"{layer}/bias:0", m.bias)):
-            flat = value.detach().reshape(-1)
-            layout.append({"varname": name, "start_idx": start, "end_idx": start + flat.numel(),
-                           "shape": str(tuple(value.shape))})
-            columns.append(flat)
-            start += flat.numel()
-    return torch.cat(columns).numpy(), layout
-
-
-def write_small_cnn_zoo(root, n_nets=4, nan_row=None):
-    torch.manual_seed(0)
-    rows, metrics, models = [], [], {}
-    for net in range(n_nets):
-        act = "relu" if net % 2 else "tanh"
-        for step in STEPS:
-            model = make_cnn(activation=act, padding=0)
-            flat, layout = tf_layout(model)
-            if nan_row == len(rows):
-                flat = flat.copy()
-                flat[3] = np.nan
-            models[len(rows)] = model
-            rows.append(flat)
-            metrics.append({"config.activation": act, "config.learning_rate": 0.01 * (net + 1), "config.dropout": 0.1,
-                            "config.w_init": "he_normal", "modeldir": f"/tmp/{net}", "step": step,
-                            "test_accuracy": 0.1 * net + step / 1000, "train_accuracy": 0.5, "test_loss": 1.0,
-                            "train_loss": 0.9})
-    np.save(root / "weights.npy", np.stack(rows).astype(np.float32))
-    for name, table, gz in (("metrics.csv.gz", metrics, True), ("layout.csv", layout, False)):
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-        data = buf.getvalue().encode()
-        (root / name).write_bytes(gzip.compress(data) if gz else data)
-    return models
+from published_layouts import (
+    STEPS, write_dwsnets_inrs, write_dwsnets_splits, write_nfn_order, write_nfn_sirens, write_small_cnn_zoo,
+)
 
 
 def test_small_cnn_zoo_reader(tmp_path):
@@ -65,7 +21,7 @@ def test_small_cnn_zoo_reader(tmp_path):
     assert [r["epoch"] for r in zoo.records] == [86] * 3
     assert zoo.rows == [2, 8, 11]
     r = zoo.records[1]
-    assert r["label"] == pytest.approx(0.2 + 0.086) and r["hparams"]["learning_rate"] == pytest.approx(0.03)
+    assert r["label"] == pytest.approx(0.1 + 0.8 * 2 / 4 + 0.086) and r["hparams"]["learning_rate"] == pytest.approx(0.03)
     assert r["arch"]["activation"] == "tanh" and r["metrics"]["train_loss"] == pytest.approx(0.9)
     original = models[8]
     sd = zoo.state_dict(1)
@@ -93,25 +49,25 @@ def test_small_cnn_zoo_bad_files(tmp_path):
         SmallCNNZoo(tmp_path)
 
 
-def dws_state(seed):
-    """A DWSNets checkpoint: keys seq.{0,1,2}.{weight,bias}."""
-    torch.manual_seed(seed)
-    siren = make_siren()
-    return siren, {f"seq.{i}.{role}": siren.state_dict()[f"{2 * i}.{role}"].clone()
-                   for i in range(3) for role in ("weight", "bias")}
+def test_small_cnn_zoo_split_and_row_order_are_nfns(tmp_path):
+    write_small_cnn_zoo(tmp_path, n_nets=10)
+    order = write_nfn_order(tmp_path / "mnist_split.csv", 30)
+    zoo = SmallCNNZoo(tmp_path, order=tmp_path / "mnist_split.csv")
+    finals = [i for i in order if i % 3 == 2]  # rows in NFN's order, then step == 86
+    assert zoo.rows == finals
+    # NFN's ZooDataset._split_indices_iid: last half test; the first half shuffled by random.Random(0), 80/20
+    first_half = list(range(5))
+    random.Random(0).shuffle(first_half)
+    want = {**{i: "train" for i in first_half[:4]}, **{i: "val" for i in first_half[4:]}, **{i: "test" for i in range(5, 10)}}
+    assert [r["split"] for r in zoo.records] == [want[i] for i in range(10)]
+    (tmp_path / "bad_split.csv").write_text("0\n1\n")
+    with pytest.raises(PublishedFormatError, match="bad_split.csv: not an order of the 30 rows"):
+        SmallCNNZoo(tmp_path, order=tmp_path / "bad_split.csv")
 
 
 def test_dwsnets_directory_and_split_file(tmp_path):
     root = tmp_path / "mnist-inrs"
-    originals = {}
-    for part, n in (("training", 6), ("testing", 2)):
-        for idx in range(n):
-            label = (idx * 3) % 10
-            folder = root / f"mnist_png_{part}_{label}_{idx}" / "checkpoints"
-            folder.mkdir(parents=True)
-            siren, sd = dws_state(len(originals))
-            torch.save(sd, folder / "model_final.pth")
-            originals[str(folder / "model_final.pth")] = (siren, label, part)
+    originals = write_dwsnets_inrs(root, n_train=6, n_test=2)
     zoo = DWSNetsINRZoo(root, val_size=2)
     assert len(zoo) == 8 and sum(r["split"] == "val" for r in zoo.records) == 2
     assert sum(r["split"] == "test" for r in zoo.records) == 2
@@ -121,41 +77,85 @@ def test_dwsnets_directory_and_split_file(tmp_path):
         assert all(torch.equal(zoo.state_dict(i)[k], v) for k, v in siren.state_dict().items())
         assert r["output_offset"] == 0.5
     # their split file, written on another machine: absolute paths that no longer exist
-    splits = {"train": {"path": [], "label": []}, "val": {"path": [], "label": []}, "test": {"path": [], "label": []}}
-    for path, (_, label, part) in originals.items():
-        moved = "/elsewhere/dataset/mnist-inrs/" + "/".join(path.split("/")[-3:])
-        splits["train" if part == "training" else "test"]["path"].append(moved)
-        splits["train" if part == "training" else "test"]["label"].append(str(label))
-    (root / "mnist_splits.json").write_text(json.dumps(splits))
-    from_file = DWSNetsINRZoo(root / "mnist_splits.json")
-    assert len(from_file) == 8 and all(torch.equal(from_file.state_dict(0)[k], v)
-                                       for k, v in originals[from_file.records[0]["path"]][0].state_dict().items())
+    write_dwsnets_splits(tmp_path / "mnist_splits.json", originals, val=2, moved_to="/elsewhere/dataset/mnist-inrs")
+    from_file = DWSNetsINRZoo(tmp_path / "mnist_splits.json")
+    assert [r["split"] for r in from_file.records] == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
+    for i, r in enumerate(from_file.records):
+        siren, label, _ = originals[str(root / "/".join(r["path"].split("/")[-3:]))]
+        assert r["label"] == label
+        assert all(torch.equal(from_file.state_dict(i)[k], v) for k, v in siren.state_dict().items())
 
 
 def test_nfn_siren_layout(tmp_path):
-    originals = {}
-    for idx in range(7):
-        label = idx % 3
-        folder = tmp_path / f"randinit_smaller_{label}s"
-        folder.mkdir(exist_ok=True)
-        torch.manual_seed(idx)
-        siren = make_siren()
-        sd = siren.state_dict()
-        nfn_sd = {"net.0.linear.weight": sd["0.weight"], "net.0.linear.bias": sd["0.bias"],
-                  "net.1.linear.weight": sd["2.weight"], "net.1.linear.bias": sd["2.bias"],
-                  "net.2.weight": sd["4.weight"], "net.2.bias": sd["4.bias"]}
-        torch.save(nfn_sd, folder / f"net{idx}.pth")
-        originals[idx] = (siren, label)
-    (tmp_path / "randinit_smaller_aug0_1s").mkdir()  # augmented copies live beside, not inside, the zoo
-    torch.save({}, tmp_path / "randinit_smaller_aug0_1s" / "net99.pth")
-    zoo = NFNSirenZoo(tmp_path, split_points=(4, 6))
+    originals = write_nfn_sirens(tmp_path, {idx: idx % 3 for idx in range(7)})
+    zoo = NFNSirenZoo(tmp_path, split_points=(4, 6))  # the augmented copies beside the zoo are not read
     assert [r["index"] for r in zoo.records] == list(range(7))
     assert [r["split"] for r in zoo.records] == ["train"] * 4 + ["val"] * 2 + ["test"]
     coords = torch.rand(10, 2)
     for i, r in enumerate(zoo.records):
-        siren, label = originals[r["index"]]
-        assert r["label"] == label
-        torch.testing.assert_close(zoo.module(i)(coords), siren(coords))
+        assert r["label"] == r["index"] % 3
+        torch.testing.assert_close(zoo.module(i)(coords), originals[r["index"]](coords))
+
+
+def test_open_zoo_recognises_each_layout(tmp_path):
+    write_small_cnn_zoo(tmp_path / "cnn")
+    write_nfn_sirens(tmp_path / "nfn", {0: 1, 1: 2})
+    originals = write_dwsnets_inrs(tmp_path / "dws", n_train=2, n_test=1)
+    write_dwsnets_splits(tmp_path / "dws_splits.json", originals, val=1)
+    assert type(open_zoo(tmp_path / "cnn", "cnn")) is SmallCNNZoo
+    nfn = open_zoo(tmp_path / "nfn", "siren")
+    assert type(nfn) is NFNSirenZoo and len(nfn) == 2  # prefix randinit_smaller, not its _aug0 copies
+    assert type(open_zoo(tmp_path / "dws")) is DWSNetsINRZoo
+    assert [r["split"] for r in open_zoo(tmp_path / "dws_splits.json").records] == ["train", "val", "test"]
+    with pytest.raises(ValueError, match="is a siren zoo; this task needs a cnn zoo"):
+        open_zoo(tmp_path / "nfn", "cnn")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PublishedFormatError, match="no zoo layout recognised"):
+        open_zoo(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        open_zoo(tmp_path / "missing")
+
+
+TINY = {"quick": True, "steps": 2, "eval_every": 1, "batch_size": 4, "d_hidden": 8, "n_layers": 1, "heads": 2,
+        "fourier": 4, "device": "cpu"}
+
+
+def _small_cnn_zoo(root):
+    write_small_cnn_zoo(root, n_nets=10)
+    return root
+
+
+def _nfn_sirens(root):
+    # NFN's split points (45000, 50000) on a tiny zoo: sparse indices on each side of them
+    write_nfn_sirens(root, {i: i % 3 for i in [*range(6), 45000, 45001, 50000, 50001]})
+    return root
+
+
+def _dwsnets_split_file(root):
+    write_dwsnets_splits(root / "mnist_splits.json", write_dwsnets_inrs(root / "mnist-inrs", 6, 2), val=2)
+    return root / "mnist_splits.json"
+
+
+@pytest.mark.parametrize("module, model, make", [
+    ("cnn_generalization", "stat", _small_cnn_zoo),
+    ("inr_classification", "pna", _nfn_sirens),
+    ("inr_classification", "nfn-hnp", _dwsnets_split_file),
+])
+def test_experiments_run_on_published_layouts(tmp_path, module, model, make):
+    ex = __import__(f"experiments.{module}", fromlist=["ex"]).ex
+    ex.observers[:] = [FileStorageObserver(str(tmp_path / "runs"))]
+    zoo = make(tmp_path / "zoo")
+    run = ex.run(config_updates={**TINY, "zoo": str(zoo), "zoo_root": str(tmp_path / "made"), "model": model})
+    assert run.status == "COMPLETED" and run.info["summary"]["zoo"]["path"] == str(zoo)
+    assert not (tmp_path / "made").exists()  # the published zoo was used, no zoo was made
+
+
+def test_an_experiment_refuses_a_zoo_of_the_wrong_kind(tmp_path):
+    from experiments.cnn_generalization import ex
+
+    ex.observers[:] = [FileStorageObserver(str(tmp_path / "runs"))]
+    with pytest.raises(ValueError, match="is a siren zoo; this task needs a cnn zoo"):
+        ex.run(config_updates={**TINY, "zoo": str(_nfn_sirens(tmp_path / "zoo")), "model": "stat"})
 
 
 def test_unsafe_inr_checkpoint_is_refused(tmp_path):

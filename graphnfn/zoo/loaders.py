@@ -109,6 +109,8 @@ def editing_target(zoo: Zoo, edit: str, data_dir: str | None = None) -> Callable
 
     if zoo.config.get("kind") != "siren":
         raise ValueError(f"{zoo.root}: editing targets need a SIREN zoo, this is a {zoo.config.get('kind')!r} zoo")
+    if zoo.config.get("dataset") is None:  # the published INR zoos ship without their source images
+        raise ValueError(f"{zoo.root}: editing targets need the zoo's source images, and this zoo names no data set")
     cache: dict[str, Tensor] = {}
 
     def target(record: dict) -> Tensor:

@@ -1,11 +1,13 @@
-"""Readers for zoos people already have, in their published layouts.
+"""Readers for zoos people already have, in their published layouts (sources, files and
+columns: docs/zoos.md), and :func:`open_zoo`, which recognises a layout by its files.
 
 * :class:`SmallCNNZoo` (Unterthiner et al., 2020): ``weights.npy`` [rows, 4970]
   (one row per network and checkpoint, parameters flattened in TensorFlow
   order), ``metrics.csv.gz`` (one row per weights row: ``step`` = epoch of the
   checkpoint, ``test_accuracy``, ``train_accuracy``, losses, ``config.*``
   hyperparameters) and ``layout.csv`` (``varname``, ``start_idx``,
-  ``end_idx``, ``shape``: which columns hold which TF variable).
+  ``end_idx``, ``shape``: which columns hold which TF variable); optionally
+  NFN's row order (``predict_gen_data_splits/<dataset>_split.csv``).
 * :class:`DWSNetsINRZoo` (Navon et al., 2023): one checkpoint per INR,
   ``mnist_png_{training|testing}_{label}_{index}/checkpoints/model_final.pth``
   with keys ``seq.{0,1,2}.{weight,bias}``, and optionally their split file
@@ -27,6 +29,7 @@ import gzip
 import io
 import json
 import os
+import random
 import re
 from pathlib import Path
 
@@ -37,7 +40,7 @@ from torch import Tensor
 from converters import load_checkpoint
 
 from .siren import SIREN_WIDTHS, siren_keys
-from .source import ZooSource
+from .source import Zoo, ZooSource
 
 #: NFN's INR split points (experiments/classify_siren_configs/dset/*.yaml).
 NFN_SPLIT_POINTS = (45_000, 50_000)
@@ -66,10 +69,12 @@ def _number(text: str):
     return text
 
 
-def _nfn_iid_split(n: int, seed: int = 0) -> list[str]:
-    """NFN's Small CNN Zoo split: the last half is test, the first half shuffled 80/20 into train/val."""
+def _nfn_iid_split(n: int) -> list[str]:
+    """NFN's Small CNN Zoo split (``ZooDataset._split_indices_iid``): the last half is test; the
+    first half, shuffled by Python's ``random.Random(0)``, is 80 % train and 20 % val."""
     half = n // 2
-    order = torch.randperm(half, generator=torch.Generator().manual_seed(seed)).tolist()
+    order = list(range(half))
+    random.Random(0).shuffle(order)
     names = ["test"] * n
     for rank, i in enumerate(order):
         names[i] = "train" if rank < int(0.8 * half) else "val"
@@ -82,13 +87,17 @@ class SmallCNNZoo(ZooSource):
     Args:
         epoch: the ``step`` to keep (0, 1, 2, 3, 20, 40, 60, 80 or 86 in the
             published files; default the final 86); ``None`` keeps every row.
-        drop_nonfinite: skip rows with NaN/Inf weights (diverged runs), as NFN does.
+        drop_nonfinite: skip rows with NaN/Inf weights (diverged runs).
+        order: NFN's row order file (one row index per line, no header), applied
+            before the epoch filter and the split, so the split is NFN's exactly;
+            None: the rows in file order.
     Records: ``label`` = test accuracy (the generalisation target; rank it with
     Kendall's tau), ``metrics`` (train/test accuracy and loss), ``hparams`` (the
-    ``config.*`` columns without the prefix), ``epoch``, ``split`` (NFN's: last
-    half test, first half 80/20 train/val with a fixed seed)."""
+    ``config.*`` columns without the prefix), ``epoch``, ``row`` (in weights.npy),
+    ``split`` (NFN's: last half test, first half 80/20 train/val)."""
 
-    def __init__(self, root: str | os.PathLike, epoch: int | None = FINAL_EPOCH, drop_nonfinite: bool = True):
+    def __init__(self, root: str | os.PathLike, epoch: int | None = FINAL_EPOCH, drop_nonfinite: bool = True,
+                 order: str | os.PathLike | None = None):
         self.root = Path(root)
         weights_path = self.root / "weights.npy"
         if not weights_path.is_file():
@@ -99,12 +108,26 @@ class SmallCNNZoo(ZooSource):
         if self.weights.ndim != 2 or len(metrics) != self.weights.shape[0]:
             raise PublishedFormatError(f"{self.root}: weights.npy has shape {self.weights.shape} but metrics.csv.gz "
                                        f"has {len(metrics)} rows (expected one row per weights row)")
-        rows = [i for i, m in enumerate(metrics) if epoch is None or int(float(m["step"])) == epoch]
+        rows = self._read_order(Path(order), len(metrics)) if order is not None else range(len(metrics))
+        rows = [i for i in rows if epoch is None or int(float(metrics[i]["step"])) == epoch]
         if drop_nonfinite:
             rows = [i for i in rows if np.isfinite(self.weights[i]).all()]
         splits = _nfn_iid_split(len(rows))
         self.rows = rows
         self.records = [self._record(j, i, metrics[i], splits[j]) for j, i in enumerate(rows)]
+        dataset = self.records[0]["hparams"].get("dataset") if self.records else None
+        self.config = {"kind": "cnn", "source": "small-cnn-zoo", "dataset": dataset, "hparams": {}}
+
+    @staticmethod
+    def _read_order(path: Path, n_rows: int) -> list[int]:
+        try:
+            order = [int(line) for line in path.read_text().split()]
+        except ValueError as err:
+            raise PublishedFormatError(f"{path}: expected one row index per line: {err}") from err
+        if sorted(order) != list(range(n_rows)):
+            raise PublishedFormatError(f"{path}: not an order of the {n_rows} rows of weights.npy "
+                                       f"({len(order)} indices)")
+        return order
 
     def _read_layout(self, path: Path) -> list[tuple[str, int, int, tuple[int, ...]]]:
         layout = []
@@ -171,6 +194,8 @@ class _INRFiles(ZooSource):
     """INR zoos stored as one checkpoint file per INR."""
 
     arch = {"name": "siren", "widths": list(SIREN_WIDTHS), "w0": 30.0}
+    # every INR fitted from its own random initialisation; the source images are not part of the zoo
+    config = {"kind": "siren", "dataset": None, "hparams": {"init": "independent", "w0": 30.0}}
 
     def state_dict(self, i: int) -> dict[str, Tensor]:
         path = self.records[i]["path"]
@@ -183,13 +208,13 @@ class DWSNetsINRZoo(_INRFiles):
     ``root``: the directory holding the ``mnist_png_*`` INR folders, or a split
     JSON file as DWSNets' ``generate_data_splits.py`` writes it (its paths,
     if absolute paths of another machine, are looked up under the JSON's
-    directory by their last three parts). Without a split file, val is a seeded
+    directory by their last three or four parts). Without a split file, val is a seeded
     random 5,000 of the training INRs (DWSNets draws it unseeded)."""
 
     PATTERN = re.compile(r"_(train|training|test|testing)_(\d+)_(\d+)$")
 
     def __init__(self, root: str | os.PathLike, val_size: int = DWSNETS_VAL_SIZE, seed: int = 0):
-        root = Path(root)
+        root = self.root = Path(root)
         if root.is_file():
             self.records = self._from_split_file(root)
         else:
@@ -222,11 +247,17 @@ class DWSNetsINRZoo(_INRFiles):
         for split in ("train", "val", "test"):
             part = splits.get(split, {"path": [], "label": []})
             for p, y in zip(part["path"], part["label"]):
-                p = Path(p)
-                if not p.is_file():
-                    p = path.parent / Path(*p.parts[-3:])
-                records.append(self._entry(len(records), p, split, int(y)))
+                records.append(self._entry(len(records), self._find(Path(p), path.parent), split, int(y)))
         return records
+
+    @staticmethod
+    def _find(listed: Path, here: Path) -> Path:
+        """A path of the split file, or, written on another machine, the same INR under the split
+        file's folder: its last three parts (INR folder/checkpoints/file), or four (with the INR root)."""
+        for candidate in (listed, here / Path(*listed.parts[-3:]), here / Path(*listed.parts[-4:])):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"{listed} (listed in the split file) does not exist, nor under {here}")
 
 
 class NFNSirenZoo(_INRFiles):
@@ -235,7 +266,7 @@ class NFNSirenZoo(_INRFiles):
 
     def __init__(self, root: str | os.PathLike, prefix: str = "randinit_smaller",
                  split_points: tuple[int, int] = NFN_SPLIT_POINTS):
-        root = Path(root)
+        root = self.root = Path(root)
         pattern = re.compile(rf"^{re.escape(prefix)}_(\d)s$")
         by_index = {}
         for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
@@ -252,3 +283,44 @@ class NFNSirenZoo(_INRFiles):
             {"id": i, "index": idx, "path": str(path), "label": label, "arch": self.arch,
              "split": "train" if idx < val_at else "val" if idx < test_at else "test"}
             for i, (idx, (path, label)) in enumerate(sorted(by_index.items()))]
+
+
+def _nfn_prefix(root: Path) -> str | None:
+    """The prefix of the NFN SIREN folders ``{prefix}_{label}s`` under ``root``: the one every
+    other prefix found extends (augmented copies, ``{prefix}_aug{k}_{label}s``, sit beside)."""
+    found = {m.group(1) for p in root.iterdir() if p.is_dir() and (m := re.fullmatch(r"(.+)_\ds", p.name))
+             and any(p.glob("net*.pth"))}
+    base = [p for p in found if all(q == p or q.startswith(p + "_") for q in found)]
+    if found and not base:
+        raise PublishedFormatError(f"{root}: INR folders of several NFN prefixes {sorted(found)}; open the one "
+                                   "you mean with NFNSirenZoo(root, prefix=...)")
+    return base[0] if base else None
+
+
+def open_zoo(path: str | os.PathLike, kind: str | None = None) -> ZooSource:
+    """The zoo at ``path``, in whichever layout its files show: our zoo directory
+    (``zoo.json``), the Small CNN Zoo (``weights.npy``), the NFN SIREN zoo
+    (``{prefix}_{label}s/net{index}.pth``), the DWSNets INR zoo (``mnist_png_*`` folders)
+    or DWSNets' split JSON file. ``kind`` ("siren", "cnn", "transformer"): the kind the
+    caller needs; another kind is a ValueError naming both."""
+    path = Path(path)
+    if path.is_file():
+        zoo = DWSNetsINRZoo(path)
+    elif not path.is_dir():
+        raise FileNotFoundError(f"zoo {str(path)!r} does not exist")
+    elif (path / "zoo.json").is_file():
+        zoo = Zoo(path)
+    elif (path / "weights.npy").is_file():
+        zoo = SmallCNNZoo(path)
+    elif any(p.is_dir() and DWSNetsINRZoo.PATTERN.search(p.name) for p in path.iterdir()):
+        zoo = DWSNetsINRZoo(path)
+    elif (prefix := _nfn_prefix(path)) is not None:
+        zoo = NFNSirenZoo(path, prefix=prefix)
+    else:
+        raise PublishedFormatError(
+            f"{path}: no zoo layout recognised; expected zoo.json (graphnfn), weights.npy + metrics.csv.gz + "
+            "layout.csv (Small CNN Zoo), <prefix>_<label>s/net<index>.pth (NFN SIRENs) or "
+            "mnist_png_<split>_<label>_<index>/checkpoints/*.pth (DWSNets INRs)")
+    if kind is not None and zoo.config.get("kind") != kind:
+        raise ValueError(f"zoo {str(path)!r} is a {zoo.config.get('kind')} zoo; this task needs a {kind} zoo")
+    return zoo
