@@ -3,7 +3,7 @@
     python -m benchmarks.zoo [--datasets digits fashion-mnist] [--count 2048] [--device auto] [--threads N]
 
 Makes a SIREN zoo of ``count`` INRs per data set with :func:`graphnfn.zoo.make_siren_zoo`
-and the command line's defaults (``graphnfn.zoo.makers.SIREN_DEFAULTS``), end to end
+and the data set's recipe (:func:`graphnfn.zoo.siren_recipe`, as the command line), end to end
 (data loading, fitting, writing shards) into a temporary directory, and reports
 INRs/s with the median and 10th-percentile PSNR. Writes JSON
 (benchmarks/results/zoo.json) and prints a table. Fashion-MNIST needs its IDX
@@ -13,7 +13,6 @@ be loaded is reported as skipped. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -22,24 +21,23 @@ from pathlib import Path
 
 import torch
 
-from graphnfn.zoo import SirenFit, Zoo, make_siren_zoo
+from benchmarks.measure import device_name, write_results
 from graphnfn.devices import resolve_device
-from graphnfn.zoo.makers import SIREN_DEFAULTS
+from graphnfn.zoo import Zoo, make_siren_zoo
 
 
 def run(dataset: str, count: int, device: str, shard_size: int | None, data_dir: str | None = None) -> dict:
-    opts = SIREN_DEFAULTS[dataset]
-    fit = SirenFit(steps=opts["steps"], lr=opts["lr"], w0=opts["w0"], target_psnr=opts["target_psnr"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        make_siren_zoo(Path(tmp) / "zoo", dataset, data_dir, init=opts["init"], resolution=opts["resolution"],
-                       per_image=opts["per_image"], fit=fit, limit=count, shard_size=shard_size, device=device,
+        make_siren_zoo(Path(tmp) / "zoo", dataset, data_dir, limit=count, shard_size=shard_size, device=device,
                        progress=False)
         seconds = time.perf_counter() - start
         zoo = Zoo(Path(tmp) / "zoo")
         records = zoo.records
     psnr = sorted(r["metrics"]["psnr"] for r in records)
-    return {"dataset": dataset, "inrs": len(records), **opts, "shard_size": zoo.config["shard_size"], "seconds": seconds, "inrs_per_s": len(records) / seconds,
+    config = zoo.config
+    return {"dataset": dataset, "inrs": len(records), **config["hparams"], "per_image": config["per_image"],
+            "shard_size": config["shard_size"], "seconds": seconds, "inrs_per_s": len(records) / seconds,
             "median_psnr": statistics.median(psnr), "p10_psnr": psnr[len(psnr) // 10],
             "mean_steps": statistics.fmean(r["metrics"]["steps"] for r in records)}
 
@@ -62,10 +60,7 @@ def main() -> None:
             rows.append(run(dataset, args.count, str(device), args.shard_size))
         except FileNotFoundError as err:
             skipped[dataset] = str(err)
-    machine = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "results": rows, "skipped": skipped}, indent=2) + "\n")
+    write_results(args.out, device, {"platform": platform.platform()}, results=rows, skipped=skipped)
     print(f"{'data set':14} {'INRs':>6} {'res':>4} {'K':>3} {'init':>11} {'batch':>5} {'s':>8} {'INRs/s':>8} "
           f"{'median dB':>9} {'p10 dB':>7} {'steps':>6}")
     for r in rows:
@@ -74,7 +69,7 @@ def main() -> None:
               f"{r['mean_steps']:6.0f}")
     for dataset, why in skipped.items():
         print(f"{dataset}: skipped ({why})")
-    print(f"machine: {machine['device']}, {machine['threads']} threads; JSON in {args.out}")
+    print(f"machine: {device_name(device)}, {torch.get_num_threads()} threads")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -17,31 +16,38 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from graphnfn import registry
 from graphnfn.paramshare.align import AlignLinear
 from graphnfn.registry import family
 from graphnfn.trained import save_model, spec_record
 from graphnfn.devices import resolve_device
+from graphnfn.memory import process_peak_bytes
+from graphnfn.checkpointing import load_loader_state, loader_state
 from graphnfn.training import FitResult, Task, WeightScaler, fit, split_batch
-from graphnfn.zoo import WeightAugment, Zoo, graph_loader, weight_space_loader
+from graphnfn.zoo import WeightAugment, Zoo, ZooSource, graph_loader, open_zoo, weight_space_loader
+
+from . import distributed
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
 MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output")
 
 
-def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> Zoo:
-    """The zoo at cfg['zoo'] if given; else the default zoo for ``kind`` and the
+def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:
+    """The zoo at cfg['zoo'] if given (ours or a published layout: :func:`graphnfn.zoo.open_zoo`;
+    it must be a ``kind`` zoo); else the default zoo for ``kind`` and the
     maker ``options`` under zoos/ (one directory per distinct set of options),
     made by ``make(path)``: the makers resume, so a finished zoo is reused as it
     is and an interrupted one is completed."""
     if cfg["zoo"] is not None:
-        if not Path(cfg["zoo"]).is_dir():
-            raise FileNotFoundError(f"zoo directory {cfg['zoo']!r} does not exist")
-        return Zoo(cfg["zoo"])
+        return open_zoo(cfg["zoo"], kind)
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
     path = Path(cfg["zoo_root"]) / f"{kind}-{cfg['dataset']}-{digest}"
-    make(path)
+    # under torchrun rank 0 makes it (one writer per directory) while the others wait
+    if distributed.rank() == 0:
+        make(path)
+    distributed.barrier()
     return Zoo(path)
 
 
@@ -66,21 +72,47 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
     """Train/val/test batches of the model's family over the zoo records that
     satisfy ``where``, materialised once (conversion is not repeated every epoch;
     with ``augment`` the train split is re-drawn, re-permuted, every epoch), and the scaler.
-    ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`)."""
+    ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`).
+    Under torchrun (:mod:`experiments.distributed`) a trained model's train batches are this
+    process's part: a DistributedSampler's share of the split, ``batch_size / world_size`` per batch."""
     loader = graph_loader if family(cfg["model"]) == "graph" else weight_space_loader
+    shared = distributed.launched() and family(cfg["model"]) != "align"  # align-linear fits alone, on all
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
         permute = cfg["augment"] or cfg["model"] == "flat-mlp-aug"
         augment = WeightAugment(permute=True) if permute and split == "train" else None
+        if split == "train" and shared:
+            sampler = DistributedSampler(indices, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                         shuffle=True, seed=cfg["seed"])
+            batches = loader(zoo, batch_size=cfg["batch_size"] // distributed.world_size(), sampler=sampler,
+                             indices=indices, target=target, augment=augment)
+            out[split] = _Epochs(batches, sampler) if augment is not None else list(batches)
+            continue
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
                          augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
         out[split] = batches if augment is not None else list(batches)
     if not scale:
         return out, None
-    scaler = WeightScaler(out["train"])  # inputs of unit scale, from the train split's statistics
+    # inputs of unit scale, from the whole train split's statistics (summed over the processes' parts)
+    scaler = WeightScaler(out["train"], distributed=shared and distributed.world_size() > 1)
     return {split: [scaler(b) for b in batches] if isinstance(batches, list) else _Mapped(batches, scaler)
             for split, batches in out.items()}, scaler
+
+
+class _Epochs:
+    """A loader over a DistributedSampler that tells it the pass number (a new shuffle every pass)."""
+
+    def __init__(self, batches, sampler: DistributedSampler):
+        self.batches, self.sampler, self.epoch = batches, sampler, 0
+
+    def __iter__(self):
+        self.sampler.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
 
 
 class _Mapped:
@@ -95,12 +127,20 @@ class _Mapped:
     def __len__(self):
         return len(self.batches)
 
+    # what decides the next pass is the wrapped loader's (a resumed fit redraws the pass from it)
+    def state_dict(self):
+        return loader_state(self.batches)
+
+    def load_state_dict(self, state) -> None:
+        load_loader_state(self.batches, state)
+
 
 def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None,
-             card: dict[str, Any] | None = None) -> dict[str, Any]:
+             card: dict[str, Any] | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
     """Train ``model`` for the step budget (or fit the align-linear baseline when ``model`` is
     None); log every evaluation to the Sacred run, save the best checkpoint with its ``card``
-    (:func:`model_card`) as an artifact, return the summary the tables are made from."""
+    (:func:`model_card`) as an artifact, return the summary the tables are made from.
+    ``checkpoint``: fit's training-state file (:mod:`experiments.resume`), continued if it exists."""
     torch.manual_seed(cfg["seed"])
     start = time.perf_counter()
     if model is None:
@@ -110,7 +150,8 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
         log = _run.log_scalar if _run is not None else None
         result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, steps=cfg["steps"],
                      eval_every=cfg["eval_every"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                     device=cfg["device"], amp=cfg["amp"], log=log)
+                     device=cfg["device"], amp=cfg["amp"], log=log, progress=distributed.rank() == 0,
+                     distributed=distributed.world_size() > 1, checkpoint=checkpoint)
         encoding = model.encoding
     summary = {
         "model": cfg["model"], "family": family(cfg["model"]), "encoding": encoding, "seed": cfg["seed"],
@@ -148,6 +189,6 @@ def fit_align_linear(loaders: dict, task: Task) -> FitResult:
         return {**task.metrics(pred, y), "loss": task.loss(pred, y).item()}
 
     seen = sum(split_batch(b)[1].size(0) for b in loaders["train"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = process_peak_bytes(torch.device("cpu")) / 2**20
     return FitResult(0, score(loaders["val"]), score(loaders["test"]), seconds, seen / max(seconds, 1e-9), peak,
                      baseline.num_parameters, [], {})

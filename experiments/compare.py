@@ -13,7 +13,8 @@ and keeps the best on validation. Writes into the run directory (runs/<id>/): re
 overlaps the best's are marked), results.json, plots (learning curves, test metric against
 parameters and training time, peak memory per model), and every finished (model, seed) as
 pair-*.json the moment it finishes: ``resume=RUN_DIR`` reuses those of a run that was cut
-off. Prints the table.
+off, and continues the pair it was training from its checkpoint (ckpt-*.pt, rewritten at
+every evaluation: :mod:`experiments.resume`). Prints the table.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from graphnfn.memory import METHODS, PeakMemory
 from graphnfn.registry import family
 from experiments.config import check_config, new_experiment, run_directory
+from experiments.resume import checkpoint_file
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
 
 
@@ -38,7 +40,7 @@ def compare_config():
     tune = 0  # > 0: try this many (lr, d_hidden) configs per learned model on the first seed, keep the best on val
     tune_grid = {"lr": [3e-4, 1e-3, 3e-3], "d_hidden": [16, 32, 64]}  # where the tune configs are drawn from
     tune_seed = 0  # which configs of the grid are drawn (the same ones for every model)
-    resume = None  # a compare run directory of the same config: its finished (model, seed) pairs are reused
+    resume = None  # a compare run directory of the same config: its finished (model, seed) pairs are reused, one cut off mid-training continues
 
 
 ex = new_experiment("compare", compare_config, editing_config, classifier_config)
@@ -245,6 +247,8 @@ def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
     found in ``done`` (a resumed run's) is reused instead of trained again."""
     def one(index: int, options: dict, seed: int) -> dict:
         name = f"pair-{model}-seed{seed}-config{index}"
+        checkpoint = None if name in done else \
+            checkpoint_file(cfg, _run, f"ckpt-{model}-seed{seed}-config{index}.pt")
         if name in done:
             print(f"--- {cfg['task']}: {model}, seed {seed}: finished in {cfg['resume']}")
             result = done[name]
@@ -252,13 +256,15 @@ def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
             print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
             prefixed = _Prefixed(_run, f"{model}.seed{seed}")
             with PeakMemory(cfg["device"]) as peak:  # this pair alone, not the process's peak so far
-                result = run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed)
+                result = run({**cfg, **options, "model": model, "seed": seed}, cfg["task"], prefixed, checkpoint)
             result.update(peak_memory_mib=peak.peak_bytes / 2**20, memory_method=peak.method,
                           own_memory_mib=None if peak.bytes is None else peak.bytes / 2**20)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(result))
             _run.add_artifact(str(path), path.name)
+        if checkpoint is not None:  # the pair's result is saved: nothing left to resume
+            checkpoint.unlink(missing_ok=True)
         return result
 
     configs = tuning_configs(cfg) if family(model) != "align" else [{}]

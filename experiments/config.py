@@ -14,7 +14,9 @@ from sacred import Experiment
 from sacred.observers import FileStorageObserver
 
 from graphnfn.datasets import DATASETS
-from graphnfn.zoo.makers import SIREN_DEFAULTS
+from graphnfn.zoo.makers import SIREN_RECIPES
+
+from experiments import distributed
 
 
 def shared_config():
@@ -23,7 +25,7 @@ def shared_config():
     model = "pna"  # a graph model (pna, transformer), a paramshare model (nfn-hnp, nft, ...) or a baseline
     dataset = "digits"  # digits (embedded), fashion-mnist or mnist (IDX files)
     data_dir = None  # where the data set's files are (None: its usual place)
-    zoo = None  # an existing zoo directory (ours or a published layout); None: made under zoo_root
+    zoo = None  # an existing zoo (ours, Small CNN Zoo, NFN or DWSNets INRs: docs/zoos.md); None: made under zoo_root
     zoo_root = "zoos"  # where default zoos are made, one directory per recipe (resumed if interrupted)
     quick = False  # a small zoo and 50 steps: about a minute per model on 2 CPU cores
     limit = None  # use at most this many zoo entries per split
@@ -33,7 +35,7 @@ def shared_config():
     lr = 1e-3  # AdamW learning rate (cosine decay to 0 over the steps)
     weight_decay = 0.0  # AdamW weight decay
     device = "auto"  # auto (CUDA when available), cpu, cuda
-    threads = None  # torch CPU threads (None: torch's default); 1 is often fastest for tiny networks
+    threads = None  # torch CPU threads. None: torch's default, one per core (fastest on an idle machine); 1 when other jobs share the cores
     amp = False  # bfloat16 autocast
     d_hidden = 32  # width: graph models' d_hidden, paramshare models' hidden
     n_layers = 3  # graph models: message-passing / attention layers
@@ -53,6 +55,11 @@ def shared_config():
     zoo_per_image = None  # SIREN: INRs per image (None: the recipe's)
     zoo_networks = None  # CNN / transformer zoos: networks (None: 300; quick: 40)
     zoo_epochs = None  # CNN / transformer zoos: training epochs per network (None: 8; quick: 3)
+
+
+def distributed_config():
+    """What torchrun sets (experiments.distributed): recorded with every run, checked, never set by hand."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))  # processes training together (torchrun); batch_size is their total
 
 
 def quick():
@@ -76,7 +83,7 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
 
     if task not in TASKS:
         raise ValueError(f"task {task!r}: choose one of {sorted(TASKS)}")
-    known = SIREN_DEFAULTS if TASKS[task].zoo_kind == "siren" else DATASETS
+    known = SIREN_RECIPES if TASKS[task].zoo_kind == "siren" else DATASETS
     if cfg["dataset"] not in known:
         raise ValueError(f"dataset {cfg['dataset']!r}: {task} knows {sorted(known)}")
     for model in models:
@@ -96,13 +103,32 @@ def new_experiment(name: str, *scopes: Callable) -> Experiment:
     FileStorageObserver under ``runs/`` (``GRAPHNFN_RUNS``) unless the command line names an
     observer (``-F DIR``, ``-s sqlite:///runs.db``, ``-u``, ...)."""
     ex = Experiment(name)
-    for scope in (shared_config, *scopes):
+    for scope in (shared_config, distributed_config, *scopes):
         ex.config(scope)
     for scope in NAMED_CONFIGS.values():
         ex.named_config(scope)
     if not any(arg in OBSERVER_FLAGS or arg.startswith(OBSERVER_FLAGS) for arg in sys.argv[1:]):
         ex.observers.append(FileStorageObserver(os.environ.get("GRAPHNFN_RUNS", "runs")))
+    _under_torchrun(ex)
     return ex
+
+
+def _under_torchrun(ex: Experiment) -> None:
+    """Under torchrun (experiments.distributed): only rank 0 reports to the observers, and every
+    process joins the process group before the run's main function."""
+    @ex.option_hook
+    def rank_zero_observes(options):
+        if distributed.rank() != 0:
+            options["--unobserved"] = True
+
+    @ex.pre_run_hook
+    def join(_config):
+        distributed.check(_config)
+        distributed.setup(_config["device"])
+
+    @ex.post_run_hook
+    def leave():
+        distributed.teardown()
 
 
 def run_directory(_run) -> str | None:

@@ -6,6 +6,7 @@ A :class:`TaskDef` is all that differs between the experiments; each Sacred file
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,46 +18,44 @@ from graphnfn.execute import run_graph
 from graphnfn.graph import NodeType
 from graphnfn.paramshare import WeightSpace
 from graphnfn.training import Task, classification_task, regression_task
-from graphnfn.zoo import SirenFit, Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo
-from graphnfn.zoo.makers import SIREN_DEFAULTS
+from graphnfn.zoo import Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo, siren_recipe
 from graphnfn.zoo.siren import siren_forward
 
 from .common import build_model, ensure_zoo, family, make_loaders, model_card, run_task
 from .config import check_config, new_experiment, run_directory
+from .resume import check_same_config, checkpoint_file
 
 # Zoo sizes of the default (CPU, minutes) and quick (tests, demo smoke runs) configs,
-# by config key; an explicit zoo_* value wins.
-SIREN_QUICK = {"zoo_limit": 300, "zoo_steps": 200}
-CLASSIFIER_DEFAULT = {"zoo_networks": 300, "zoo_epochs": 8}
-CLASSIFIER_QUICK = {"zoo_networks": 40, "zoo_epochs": 3}
+# by maker option; an explicit zoo_<option> config key wins.
+SIREN_QUICK = {"limit": 300, "steps": 200}
+CLASSIFIER_DEFAULT = {"networks": 300, "epochs": 8}
+CLASSIFIER_QUICK = {"networks": 40, "epochs": 3}
+#: the SIREN recipe settings the config sets, as zoo_<setting> keys
+SIREN_KEYS = ("init", "resolution", "per_image", "steps")
 
 
-def _zoo_options(cfg: dict, defaults: dict, names: dict[str, str]) -> dict:
-    """Maker keyword arguments from the zoo_* config keys that are set."""
-    values = {**defaults, **{k: v for k, v in cfg.items() if k.startswith("zoo_") and v is not None}}
-    return {arg: values[key] for key, arg in names.items() if values.get(key) is not None}
+def _zoo_options(cfg: dict, names: tuple[str, ...], defaults: dict) -> dict:
+    """Maker options ``names`` from their zoo_<name> config keys; ``defaults`` where a key is None."""
+    values = {n: defaults.get(n) if cfg[f"zoo_{n}"] is None else cfg[f"zoo_{n}"] for n in names}
+    return {n: v for n, v in values.items() if v is not None}
 
 
 def _siren_zoo(cfg: dict) -> Zoo:
-    """The data set's SIREN zoo recipe (graphnfn.zoo.makers.SIREN_DEFAULTS), the
-    quick size, then any zoo_* key that is set."""
-    recipe = dict(SIREN_DEFAULTS[cfg["dataset"]])
-    defaults = {"zoo_init": recipe["init"], "zoo_resolution": recipe["resolution"],
-                "zoo_per_image": recipe["per_image"], "zoo_steps": recipe["steps"],
-                **(SIREN_QUICK if cfg["quick"] else {})}
-    options = _zoo_options(cfg, defaults, {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_init": "init",
-                                           "zoo_resolution": "resolution", "zoo_per_image": "per_image",
-                                           "zoo_steps": "steps"})
-    fit = SirenFit(steps=options["steps"], lr=recipe["lr"], w0=recipe["w0"], target_psnr=recipe["target_psnr"])
-    kwargs = {k: v for k, v in options.items() if k != "steps"}
-    return ensure_zoo(cfg, "siren", options, lambda path: make_siren_zoo(
-        path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], fit=fit, device=cfg["device"], **kwargs))
+    """The data set's SIREN zoo recipe (graphnfn.zoo.siren_recipe) with the quick
+    size and any zoo_* key that is set."""
+    options = _zoo_options(cfg, ("seed", "limit", *SIREN_KEYS), SIREN_QUICK if cfg["quick"] else {})
+    recipe = siren_recipe(cfg["dataset"], **{k: v for k, v in options.items() if k in SIREN_KEYS})
+    # the zoo's directory is named by the seed, size and recipe settings the config can change
+    name = {**options, "init": recipe.init, "resolution": recipe.resolution, "per_image": recipe.per_image,
+            "steps": recipe.fit.steps}
+    return ensure_zoo(cfg, "siren", name, lambda path: make_siren_zoo(
+        path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], seed=options["seed"], recipe=recipe,
+        limit=options.get("limit"), device=cfg["device"]))
 
 
 def _classifier_zoo(kind: str, cfg: dict) -> Zoo:
-    options = _zoo_options(cfg, CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT,
-                           {"zoo_seed": "seed", "zoo_limit": "limit", "zoo_networks": "networks",
-                            "zoo_epochs": "epochs"})
+    options = _zoo_options(cfg, ("seed", "limit", "networks", "epochs"),
+                           CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT)
     return ensure_zoo(cfg, kind, options, lambda path: make_classifier_zoo(
         kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], **options))
 
@@ -104,6 +103,10 @@ def editing_config():
     edit = "dilate"  # the edit to learn: dilate, erode, gradient, contrast
 
 
+def resume_config():
+    resume = None  # a run directory of this experiment cut off mid-training (same config): continue from its checkpoint
+
+
 def classifier_config():
     checkpoints = "final"  # "final": each network's last checkpoint; "all": every checkpoint
 
@@ -126,8 +129,9 @@ TASKS = {
 }
 
 
-def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
-    """Make or open the zoo, build the loaders and the model, train, report."""
+def run(cfg: dict, task_name: str, _run=None, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Make or open the zoo, build the loaders and the model, train (continuing from
+    ``checkpoint`` if that file exists: :mod:`experiments.resume`), report."""
     spec = TASKS[task_name]
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -142,7 +146,7 @@ def run(cfg: dict, task_name: str, _run=None) -> dict[str, Any]:
     torch.manual_seed(cfg["seed"])
     card = model_card(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs, scaler, task_name)
     model = None if family(cfg["model"]) == "align" else build_model(card, inputs)
-    summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run, card)
+    summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run, card, checkpoint)
     summary["zoo"] = {"path": str(zoo.root), "kind": zoo.config.get("kind"),
                       "init": zoo.config.get("hparams", {}).get("init")}
     return summary
@@ -160,13 +164,18 @@ def make_experiment(task_name: str) -> Experiment:
     """The Sacred experiment of one task: ``python -m experiments.<task> with key=value``
     (``print_config`` lists every key with its comment). Its result is the test metric (what
     Sacred's SQL observer stores as a number); the whole summary is in the run's info."""
-    ex = new_experiment(task_name, *filter(None, [TASKS[task_name].config]))
+    ex = new_experiment(task_name, *filter(None, [TASKS[task_name].config]), resume_config)
 
     @ex.main
     def main(_run, _config):
         cfg = dict(_config)
         check_config(cfg, [cfg["model"]], task_name)
-        summary = run(cfg, task_name, _run)
+        if cfg["resume"]:
+            check_same_config(cfg)
+        checkpoint = checkpoint_file(cfg, _run, f"ckpt-{cfg['model']}-seed{cfg['seed']}.pt")
+        summary = run(cfg, task_name, _run, checkpoint)
+        if checkpoint is not None:  # the result and the best weights are saved: nothing left to resume
+            checkpoint.unlink(missing_ok=True)
         _run.info["summary"] = summary
         folder = run_directory(_run)
         print(f"{task_name}: test {summary['metric']} {summary['test'][summary['metric']]:.4f}"

@@ -47,6 +47,15 @@ def _release_free_heap() -> None:
         pass
 
 
+def process_peak_bytes(device: torch.device) -> int:
+    """No reset, nothing measured apart: torch's peak allocated on a CUDA ``device`` (since its
+    last reset), else the process's lifetime peak resident set (``ru_maxrss``: KiB on Linux,
+    bytes on macOS)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 class PeakMemory:
     """``with PeakMemory(device) as peak: work()``; then ``peak.peak_bytes`` (the highest the
     measure reached while the work ran), ``peak.bytes`` (that above what was held on entry:
@@ -78,7 +87,7 @@ class PeakMemory:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
         elif self.method == "rss":
             self.peak_bytes = _status_kib("VmHWM") * 1024
-        else:  # ru_maxrss is in KiB on Linux, in bytes on macOS
-            self.peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        else:
+            self.peak_bytes = process_peak_bytes(torch.device("cpu"))
             return
         self.bytes = self.peak_bytes - self._held

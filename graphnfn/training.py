@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import copy
 import math
-import resource
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from scipy.stats import kendalltau
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
+from .checkpointing import Checkpoint, Passes
 from .devices import resolve_device
+from .memory import process_peak_bytes
 
 
 def split_batch(batch) -> tuple[object, Tensor]:
@@ -106,20 +110,22 @@ def evaluate(model: nn.Module, loader: Iterable, task: Task, device: torch.devic
     return {**task.metrics(preds_all, ys_all), "loss": sum(losses) / len(ys_all)}
 
 
-def _forever(batches: Iterable):
-    """The training batches again and again (a fresh pass, so shuffles and augmentations are redrawn)."""
-    while True:
-        empty = True
-        for batch in batches:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("fit: the training loader yields no batches")
+class _Predicting(nn.Module):
+    """``task.predict(model, inputs)`` as a module's forward, so DDP sees the whole prediction
+    (a task may call other methods than ``forward``, e.g. ``model.edit``)."""
+
+    def __init__(self, model: nn.Module, predict: Callable[[nn.Module, object], Tensor]):
+        super().__init__()
+        self.model, self.predict = model, predict
+
+    def forward(self, inputs) -> Tensor:
+        return self.predict(self.model, inputs)
 
 
 def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, steps: int = 500,
         eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto",
-        amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True) -> FitResult:
+        amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True,
+        distributed: bool = False, checkpoint: str | os.PathLike | None = None) -> FitResult:
     """AdamW with cosine decay for ``steps`` optimizer steps (the budget: the same for every
     model whatever its batch cost), passing over ``train`` as often as needed.
 
@@ -128,28 +134,57 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
     ``test`` once, at the end. ``log(name, value, step)`` receives the mean train loss
     since the last evaluation and the validation metrics (Sacred's ``_run.log_scalar``
     fits). ``amp``: bfloat16 autocast.
+
+    ``distributed``: one of the processes of an initialised torch.distributed process group;
+    the model trains under DistributedDataParallel (gradients averaged over the processes),
+    ``train`` is this process's part of the data (e.g. a DistributedSampler's), ``val`` and
+    ``test`` are whole in every process; the logged train loss and the throughput are the
+    processes' together.
+
+    ``checkpoint``: a file that holds the whole training state after every evaluation
+    (:class:`graphnfn.checkpointing.Checkpoint`: model, optimizer, scheduler, step, best
+    validation state, history, RNG states, position in the data order); when it exists, fit
+    continues from it, replays its history to ``log``, and ends as an uninterrupted fit would.
     """
     if steps < 1:
         raise ValueError(f"fit: steps must be >= 1, got {steps}")
     eval_every = max(1, eval_every or steps // 20)
+    if checkpoint is not None and distributed:
+        raise ValueError("fit: checkpoint is for one process; distributed fits cannot resume yet")
     dev = resolve_device(device)
     model = model.to(dev)
+    # DDP must not wait for gradients a model never makes (monomial and magep leave some biases unused)
+    trained = (DistributedDataParallel(_Predicting(model, task.predict), find_unused_parameters=True)
+               if distributed else None)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     sign = 1 if task.higher_is_better else -1
-    best, best_state, best_step, history = -math.inf, None, -1, []
-    seconds, seen, total, count = 0.0, 0, 0.0, 0
-    batches = _forever(train)
-    bar = tqdm(range(1, steps + 1), desc=f"{type(model).__name__} {task.name}", disable=not progress, leave=False)
+    saved = None if checkpoint is None else \
+        Checkpoint(checkpoint, {"steps": steps, "eval_every": eval_every, "lr": lr, "weight_decay": weight_decay})
+    loop, batches = saved.load(model, opt, sched, train) if saved else (None, Passes(train))
+    if loop is None:
+        loop = {"step": 0, "best": -math.inf, "best_state": None, "best_step": -1, "history": [], "seconds": 0.0,
+                "seen": 0}
+    elif log is not None:  # the resumed run's own record holds the whole curve
+        for row in loop["history"]:
+            for k, v in row.items():
+                if k != "step":
+                    log(k, v, row["step"])
+    best, best_state, best_step, history, seconds, seen = (
+        loop[k] for k in ("best", "best_state", "best_step", "history", "seconds", "seen"))
+    total, count = 0.0, 0
+    bar = tqdm(range(loop["step"] + 1, steps + 1), initial=loop["step"], total=steps,
+               desc=f"{type(model).__name__} {task.name}", disable=not progress, leave=False)
     model.train()
     start = time.perf_counter()
     for step in bar:
         inputs, y = split_batch(next(batches))
         inputs, y = to_device(inputs, dev), y.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = task.loss(task.predict(model, inputs).float(), y)
+            pred = trained(inputs) if distributed else task.predict(model, inputs)
+            loss = task.loss(pred.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -161,6 +196,10 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds += time.perf_counter() - start
+        if distributed:  # the train loss over every process's part of the batches
+            sums = torch.tensor([total, count], dtype=torch.float64, device=dev)
+            dist.all_reduce(sums)
+            total, count = sums[0].item(), int(sums[1].item())
         val_metrics = evaluate(model, val, task, dev, amp)
         row = {"step": step, "train_loss": total / count, **{f"val_{k}": v for k, v in val_metrics.items()}}
         history.append(row)
@@ -174,11 +213,15 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
             best_state = copy.deepcopy(model.state_dict())
         total, count = 0.0, 0
         model.train()
+        if saved is not None:
+            saved.save(model, opt, sched, batches, {"step": step, "best": best, "best_state": best_state,
+                                                    "best_step": best_step, "history": history, "seconds": seconds,
+                                                    "seen": seen})
         start = time.perf_counter()
     model.load_state_dict(best_state)
-    # CUDA: peak allocated by this fit; CPU: the process's peak resident set so far
-    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    if distributed:  # the processes' parts are equal (a DistributedSampler pads the split to share it evenly)
+        seen *= dist.get_world_size()
+    peak = process_peak_bytes(dev) / 2**20  # CUDA: since this fit's reset; CPU: the process's so far
     return FitResult(best_step, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
                      seconds, seen / max(seconds, 1e-9), peak, sum(p.numel() for p in model.parameters()), history,
                      {k: v.detach().cpu() for k, v in best_state.items()})
@@ -195,9 +238,11 @@ class WeightScaler:
     architecture. ``scaler(batch)`` returns a scaled copy; a scaled graph batch
     keeps its divisors in ``weight_scale`` [E] and ``bias_scale`` [N], so that
     :meth:`graphnfn.models.GraphNFN.probe_features` can run the real network.
+    ``distributed``: ``batches`` is one process's part of the train set; the sums are
+    gathered from every process of the torch.distributed group, so all get the same scales.
     """
 
-    def __init__(self, batches: Iterable):
+    def __init__(self, batches: Iterable, distributed: bool = False):
         sums: dict[tuple[str, int], list[float]] = {}
         for batch in batches:
             inputs, _ = split_batch(batch)
@@ -205,6 +250,15 @@ class WeightScaler:
                 acc = sums.setdefault(key, [0.0, 0])
                 acc[0] += float(values.double().square().sum())
                 acc[1] += values.numel()
+        if distributed:  # ``batches`` is this process's part of the train set: the scales are of the whole
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, sums)
+            sums = {}
+            for part in parts:
+                for key, (s, n) in part.items():
+                    acc = sums.setdefault(key, [0.0, 0])
+                    acc[0] += s
+                    acc[1] += n
         self.scales = {k: math.sqrt(s / max(n, 1)) or 1.0 for k, (s, n) in sums.items()}
 
     @classmethod

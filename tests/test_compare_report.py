@@ -67,6 +67,7 @@ def _fake_result(cfg: dict) -> dict:
 
 class _Run:
     _id = 1
+    observers = []  # no run directory: nothing checkpointed
 
     def add_artifact(self, filename, name=None):
         pass
@@ -76,7 +77,7 @@ class _Run:
 
 
 def test_each_model_row_has_its_own_peak_memory(monkeypatch):
-    monkeypatch.setattr(compare, "run", lambda cfg, task, _run: _fake_result(cfg))
+    monkeypatch.setattr(compare, "run", lambda cfg, task, _run, checkpoint=None: _fake_result(cfg))
     cfg = {"task": "inr_classification", "seeds": [0, 1], "tune": 0, "resume": None, "device": "cpu"}
     results = [r for model in ("flat-mlp", "stat") for r in compare.run_model(cfg, model, _Run(), {})]
     rows = compare.summarise(results)

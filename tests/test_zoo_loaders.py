@@ -5,8 +5,8 @@ from hypothesis import given, settings, strategies as st
 
 import converters
 from graphnfn.zoo import (
-    WeightAugment, Zoo, editing_target, edit_images, graph_loader, make_cnn, make_siren, make_siren_zoo, make_vit,
-    weight_space_loader,
+    SirenRecipe, WeightAugment, Zoo, editing_target, edit_images, graph_loader, make_cnn, make_siren, make_siren_zoo,
+    make_vit, weight_space_loader,
 )
 from graphnfn.zoo.augment import chain_layers
 from graphnfn.zoo.siren import SirenFit
@@ -16,7 +16,8 @@ from test_zoo_common import one_thread  # noqa: F401 (autouse fixture)
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo") / "siren"
-    return Zoo(make_siren_zoo(out, limit=24, shard_size=8, fit=SirenFit(steps=10), device="cpu", progress=False))
+    return Zoo(make_siren_zoo(out, limit=24, shard_size=8, recipe=SirenRecipe(fit=SirenFit(steps=10)), device="cpu",
+                              progress=False))
 
 
 def test_graph_and_weight_space_views_serve_the_same_examples(zoo):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import converters
+from graphnfn.zoo.makers import SIREN_RECIPES, siren_recipe
 from graphnfn.zoo.siren import (
     SirenFit, coordinate_grid, fit_sirens, fit_targets, init_sirens, make_siren, psnr_from_mse, render, siren_forward,
     siren_keys,
@@ -113,3 +114,15 @@ def test_shared_permuted_init_is_the_shared_init_reordered():
     torch.testing.assert_close(siren_forward(shuffled, grid, 30.0), siren_forward(shared, grid, 30.0))
     assert not torch.equal(shuffled[0][0], shuffled[0][1])  # each INR its own neuron order
     assert torch.equal(shuffled[0][0].sort(0).values, shared[0][0].sort(0).values)
+
+
+def test_recipe_options_replace_the_data_sets_settings():
+    recipe = siren_recipe("digits", init="shared", steps=7, target_psnr=None)
+    assert (recipe.init, recipe.fit.steps, recipe.fit.target_psnr) == ("shared", 7, None)
+    assert recipe.fit.lr == SIREN_RECIPES["digits"].fit.lr and recipe.resolution == 8
+    with pytest.raises(ValueError, match="unknown SIREN zoo settings"):
+        siren_recipe("digits", widths=3)
+    with pytest.raises(ValueError, match="init 'random'"):
+        siren_recipe("digits", init="random")
+    with pytest.raises(ValueError, match="no SIREN zoo recipe"):
+        siren_recipe("cifar10")

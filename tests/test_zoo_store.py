@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from graphnfn.zoo import Zoo, ZooStoreError, make_siren_zoo
+from graphnfn.zoo import SirenRecipe, Zoo, ZooStoreError, make_siren_zoo
 from graphnfn.zoo.__main__ import main
 from graphnfn.zoo.siren import SirenFit
 from graphnfn.zoo.store import MANIFEST, ZooWriter, load_shard, read_manifest
@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_FIT = SirenFit(steps=20, lr=1e-3)
 
 
-def tiny_siren_zoo(out, **kw):
-    opts = dict(dataset="digits", limit=12, shard_size=4, fit=TINY_FIT, device="cpu", progress=False)
-    return Zoo(make_siren_zoo(out, **{**opts, **kw}))
+def tiny_siren_zoo(out, fit=TINY_FIT, init="independent", per_image=1, resolution=None, **kw):
+    opts = dict(dataset="digits", limit=12, shard_size=4, device="cpu", progress=False)
+    recipe = SirenRecipe(init, resolution, per_image, fit)
+    return Zoo(make_siren_zoo(out, recipe=recipe, **{**opts, **kw}))
 
 
 def shard_tensors(root):

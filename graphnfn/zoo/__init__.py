@@ -11,16 +11,16 @@ from .editing import EDITS, edit_images
 from .loaders import (
     GraphZooDataset, WeightSpaceZooDataset, collate_weight_spaces, editing_target, graph_loader, weight_space_loader,
 )
-from .makers import make_classifier_zoo, make_siren_zoo
-from .published import DWSNetsINRZoo, NFNSirenZoo, SmallCNNZoo
+from .makers import SirenRecipe, make_classifier_zoo, make_siren_zoo, siren_recipe
+from .published import DWSNetsINRZoo, NFNSirenZoo, SmallCNNZoo, open_zoo
 from .siren import SirenFit, coordinate_grid, fit_sirens, make_siren, render
 from .source import Zoo, ZooSource
 from .store import ZooStoreError
 from .vit import ViT, make_vit
 
 __all__ = [
-    "make_siren_zoo", "make_classifier_zoo", "SirenFit", "fit_sirens", "make_siren", "make_cnn", "make_vit", "ViT",
+    "make_siren_zoo", "make_classifier_zoo", "SirenRecipe", "siren_recipe", "SirenFit", "fit_sirens", "make_siren", "make_cnn", "make_vit", "ViT",
     "render", "coordinate_grid", "build_module", "Zoo", "ZooSource", "ZooStoreError", "SmallCNNZoo",
-    "DWSNetsINRZoo", "NFNSirenZoo", "GraphZooDataset", "WeightSpaceZooDataset", "graph_loader",
+    "DWSNetsINRZoo", "NFNSirenZoo", "open_zoo", "GraphZooDataset", "WeightSpaceZooDataset", "graph_loader",
     "weight_space_loader", "collate_weight_spaces", "editing_target", "WeightAugment", "EDITS", "edit_images",
 ]

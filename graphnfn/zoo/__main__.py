@@ -4,6 +4,12 @@
     python -m graphnfn.zoo cnn --dataset fashion-mnist --out zoos/cnn-fmnist --networks 2000 --epochs 20
     python -m graphnfn.zoo transformer --dataset digits --out zoos/vit-digits --limit 50
     python -m graphnfn.zoo info zoos/siren-digits
+
+Many workers, one directory (a Slurm array, or torchrun's ranks without the flags):
+
+    python -m graphnfn.zoo cnn --out zoos/cnn --num-shards 8 --shard-index $SLURM_ARRAY_TASK_ID
+    torchrun --nproc_per_node 4 -m graphnfn.zoo cnn --out zoos/cnn
+    python -m graphnfn.zoo verify zoos/cnn
 """
 from __future__ import annotations
 
@@ -14,9 +20,9 @@ from collections import Counter
 
 import torch
 
-from .makers import INITS, SIREN_DEFAULTS, make_classifier_zoo, make_siren_zoo
-from .siren import SirenFit
+from .makers import INITS, SIREN_OPTIONS, make_classifier_zoo, make_siren_zoo, siren_recipe
 from .source import Zoo
+from .workers import verify, worker_device, worker_share
 
 DATASET_CHOICES = ("digits", "fashion-mnist", "mnist")
 
@@ -35,13 +41,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads; 1 is fastest for small batches and tiny networks on a busy CPU")
     p.add_argument("--no-progress", action="store_true", default=False)
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="N workers fill --out together, this one makes every N-th shard "
+                        "(default: torchrun's WORLD_SIZE, else 1)")
+    p.add_argument("--shard-index", type=int, default=None,
+                   help="this worker's index, 0..N-1 (default: torchrun's RANK, else 0)")
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m graphnfn.zoo", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="kind", required=True)
-    # SIREN options left out take the data set's default (makers.SIREN_DEFAULTS)
+    # SIREN options left out take the data set's recipe (makers.SIREN_RECIPES)
     s = sub.add_parser("siren", help="one SIREN (2-32-32-1, sine) per image", argument_default=argparse.SUPPRESS)
     _common(s)
     s.add_argument("--init", choices=INITS, help="independent: own random init per INR; shared: one seeded init for all; "
@@ -63,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--shard-size", type=int, default=64, help="networks per shard")
     i = sub.add_parser("info", help="summarise a zoo directory")
     i.add_argument("dir")
+    v = sub.add_parser("verify", help="check that a zoo is complete and every entry is in it exactly once "
+                                      "(exit status 1 if not)")
+    v.add_argument("dir")
     return top
 
 
@@ -84,18 +98,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "info":
         info(args.dir)
         return 0
+    if args.kind == "verify":
+        report = verify(args.dir)
+        for line in report.problems + [f"note: {n}" for n in report.notes]:
+            print(line)
+        print(f"{args.dir}: " + (f"complete, {report.entries} entries in {report.shards} shards, each once"
+                                 if report.ok else "INCOMPLETE or DAMAGED"))
+        return 0 if report.ok else 1
+    try:
+        num_shards, shard_index = worker_share(args.num_shards, args.shard_index)
+    except ValueError as err:
+        parser().error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     common = dict(out=args.out, dataset=args.dataset, data_dir=args.data_dir, seed=args.seed, limit=args.limit,
-                  shard_size=args.shard_size, device=args.device, progress=not args.no_progress)
+                  shard_size=args.shard_size, device=worker_device(args.device), progress=not args.no_progress,
+                  num_shards=num_shards, shard_index=shard_index)
     if args.kind == "siren":
-        given = {k: v for k, v in vars(args).items() if k in SIREN_DEFAULTS[args.dataset]}
-        opts = {**SIREN_DEFAULTS[args.dataset], **given}
-        fit = SirenFit(steps=opts["steps"], lr=opts["lr"], w0=opts["w0"], target_psnr=opts["target_psnr"])
-        make_siren_zoo(init=opts["init"], resolution=opts["resolution"], per_image=opts["per_image"], fit=fit, **common)
+        given = {k: v for k, v in vars(args).items() if k in SIREN_OPTIONS}
+        make_siren_zoo(recipe=siren_recipe(args.dataset, **given), **common)
     else:
         make_classifier_zoo(args.kind, networks=args.networks, epochs=args.epochs, batch_size=args.batch_size, **common)
-    print(f"zoo ready in {args.out}")
+    if num_shards > 1:
+        print(f"worker {shard_index} of {num_shards}: its shards are in {args.out} "
+              f"(python -m graphnfn.zoo verify {args.out} once every worker has finished)")
+    else:
+        print(f"zoo ready in {args.out}")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,16 +28,59 @@ from .store import ZooWriter, stack_state_dicts
 from .classifier_training import checkpoint_epochs, train_classifier
 
 INITS = ("independent", "shared", "shared-permuted")
-#: SIREN zoo defaults per data set (the command line fills options left out from here)
-SIREN_DEFAULTS = {
+
+
+@dataclass(frozen=True)
+class SirenRecipe:
+    """How each INR of a SIREN zoo is made.
+
+    ``init``: ``independent`` (every INR its own seeded random init, as the
+    published INR zoos), ``shared`` (every INR starts from one seeded init;
+    copy k of an image starts from shared init k) or ``shared-permuted`` (the
+    shared init with each INR's hidden neurons in its own random order: one
+    basin, as with ``shared``, but a neuron order that tells nothing, as with
+    ``independent``; models that ignore the permutation symmetry cannot use it).
+    ``resolution``: fit the image bilinearly resized to R x R (None: its own
+    size). ``per_image``: INRs per image (different seeds). ``fit``: the optimisation."""
+
+    init: str = "independent"
+    resolution: int | None = None
+    per_image: int = 1
+    fit: SirenFit = SirenFit()
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init {self.init!r}: expected one of {INITS}")
+        if self.per_image < 1:
+            raise ValueError(f"per_image must be >= 1, got {self.per_image}")
+
+
+_FIT = SirenFit(steps=500, lr=1e-3, w0=30.0, target_psnr=40.0)
+#: the SIREN zoo recipe of each data set (what every caller starts from: command line, experiments, benchmarks)
+SIREN_RECIPES = {
     # measured (docs/zoos.md): independent init leaves every model near chance on 8x8 digits,
     # shared init lets a flat MLP saturate; shared-permuted is a symmetry diagnostic (solved by undoing permutations)
-    "digits": {"init": "shared-permuted", "resolution": 8, "per_image": 1, "steps": 500, "lr": 1e-3, "w0": 30.0,
-               "target_psnr": 40.0},
-    "fashion-mnist": {"init": "independent", "resolution": 28, "per_image": 1, "steps": 500, "lr": 1e-3, "w0": 30.0,
-                      "target_psnr": 40.0},
+    "digits": SirenRecipe("shared-permuted", 8, 1, _FIT),
+    "fashion-mnist": SirenRecipe("independent", 28, 1, _FIT),
+    "mnist": SirenRecipe("independent", 28, 1, _FIT),
 }
-SIREN_DEFAULTS["mnist"] = SIREN_DEFAULTS["fashion-mnist"]
+#: the settings :func:`siren_recipe` takes: the recipe's own and its fit's
+SIREN_OPTIONS = ("init", "resolution", "per_image", *(f.name for f in fields(SirenFit)))
+
+
+def siren_recipe(dataset: str, **options) -> SirenRecipe:
+    """The data set's recipe with ``options`` (names in :data:`SIREN_OPTIONS`:
+    ``init``, ``steps``, ``target_psnr``, ...) replacing its settings."""
+    if dataset not in SIREN_RECIPES:
+        raise ValueError(f"no SIREN zoo recipe for data set {dataset!r}; expected one of {sorted(SIREN_RECIPES)}")
+    unknown = set(options) - set(SIREN_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown SIREN zoo settings {sorted(unknown)}; expected some of {SIREN_OPTIONS}")
+    recipe = SIREN_RECIPES[dataset]
+    fit = {k: options.pop(k) for k in list(options) if hasattr(recipe.fit, k)}
+    return replace(recipe, fit=replace(recipe.fit, **fit), **options)
+
+
 #: network-level split of the classifier zoos (a seeded permutation of the networks)
 CLASSIFIER_SPLIT = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 
@@ -49,12 +92,14 @@ def derive_seed(*parts: int) -> int:
 
 def _run_shards(writer: ZooWriter, n_items: int, shard_size: int, unit: str, progress: bool,
                 make_shard: Callable[[int, int, tqdm], tuple[dict[str, Tensor], list[dict]]]) -> None:
-    """Compute and store every shard not yet on disk; ``make_shard(lo, hi, bar)`` does items lo..hi-1."""
-    n_shards = math.ceil(n_items / shard_size)
+    """Compute and store every shard of this writer's share (:meth:`ZooWriter.owns`) not yet on disk;
+    ``make_shard(lo, hi, bar)`` does items lo..hi-1."""
+    mine = [s for s in range(math.ceil(n_items / shard_size)) if writer.owns(s)]
     done = set(writer.done_shards())
-    with tqdm(total=n_items, desc=f"zoo {writer.root.name}", unit=unit, disable=not progress) as bar:
-        bar.update(sum(min(shard_size, n_items - s * shard_size) for s in done))
-        for s in range(n_shards):
+    with tqdm(total=sum(min(shard_size, n_items - s * shard_size) for s in mine), desc=f"zoo {writer.root.name}",
+              unit=unit, disable=not progress) as bar:
+        bar.update(sum(min(shard_size, n_items - s * shard_size) for s in mine if s in done))
+        for s in mine:
             if s not in done:
                 lo, hi = s * shard_size, min(n_items, (s + 1) * shard_size)
                 writer.write_shard(s, *make_shard(lo, hi, bar))
@@ -83,28 +128,21 @@ def siren_plan(data: ImageData, per_image: int, limit: int | None, seed: int) ->
 
 
 def make_siren_zoo(out: str | os.PathLike, dataset: str = "digits", data_dir: str | None = None, seed: int = 0,
-                   init: str = "independent", resolution: int | None = None, per_image: int = 1,
-                   fit: SirenFit = SirenFit(), limit: int | None = None, shard_size: int | None = None,
-                   device: str = "auto", progress: bool = True) -> Path:
-    """Fit one SIREN per image (``per_image`` per image with different seeds).
-
-    ``init``: ``independent`` (every INR its own seeded random init, as the
-    published INR zoos), ``shared`` (every INR starts from one seeded init;
-    copy k of an image starts from shared init k) or ``shared-permuted`` (the
-    shared init with each INR's hidden neurons in its own random order: one
-    basin, as with ``shared``, but a neuron order that tells nothing, as with
-    ``independent``; models that ignore the permutation symmetry cannot use it). ``resolution``: fit the
-    image bilinearly resized to R x R (default: its own size). ``shard_size``:
-    INRs per shard, which is also the fitting batch; default 128 on the CPU
-    (larger batches fall out of cache: 5x slower at 1024) and 4096 on a GPU."""
+                   recipe: SirenRecipe | None = None, limit: int | None = None, shard_size: int | None = None,
+                   device: str = "auto", progress: bool = True, num_shards: int = 1, shard_index: int = 0) -> Path:
+    """Fit SIRENs to the data set's images by ``recipe`` (default: the data set's,
+    :func:`siren_recipe`). ``shard_size``: INRs per shard, which is also the
+    fitting batch; default 128 on the CPU (larger batches fall out of cache)
+    and 4096 on a GPU. ``num_shards`` / ``shard_index``: this call is worker I of N
+    filling ``out`` together (:class:`~graphnfn.zoo.store.ZooWriter`)."""
+    recipe = recipe or siren_recipe(dataset)
+    init, per_image, fit = recipe.init, recipe.per_image, recipe.fit
     dev = resolve_device(device)
     shard_size = shard_size or (4096 if dev.type == "cuda" else 128)
-    if init not in INITS:
-        raise ValueError(f"init {init!r}: expected one of {INITS}")
-    if per_image < 1 or shard_size < 1:
-        raise ValueError("per_image and shard_size must be >= 1")
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
     data = load_dataset(dataset, data_dir)
-    res = resolution or data.shape[-1]
+    res = recipe.resolution or data.shape[-1]
     plan = siren_plan(data, per_image, limit, seed)
     hparams = {"init": init, "resolution": res, **{k: getattr(fit, k) for k in ("steps", "lr", "w0", "target_psnr")}}
     config = {"kind": "siren", "dataset": dataset, "seed": seed, "per_image": per_image, "limit": limit,
@@ -127,7 +165,7 @@ def make_siren_zoo(out: str | os.PathLike, dataset: str = "digits", data_dir: st
         bar.set_postfix(median_psnr=f"{float(result.psnr.median()):.1f}")
         return dict(zip(siren_keys(), result.params)), records
 
-    with ZooWriter(out, config) as writer:
+    with ZooWriter(out, config, num_shards, shard_index) as writer:
         _run_shards(writer, len(plan), shard_size, "inr", progress, make_shard)
     return Path(out)
 
@@ -162,7 +200,7 @@ def network_splits(n: int, seed: int) -> list[str]:
 def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digits", data_dir: str | None = None,
                         seed: int = 0, networks: int = 1000, epochs: int = 20, batch_size: int = 128,
                         limit: int | None = None, shard_size: int = 64, device: str = "auto",
-                        progress: bool = True) -> Path:
+                        progress: bool = True, num_shards: int = 1, shard_index: int = 0) -> Path:
     """Train ``networks`` classifiers (``kind`` = ``cnn`` or ``transformer``), each
     with its own hyperparameter draw, and store the weights and metrics of every
     checkpoint epoch (:func:`graphnfn.zoo.classifier_training.checkpoint_epochs`). Each
@@ -170,7 +208,8 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
     the Small CNN Zoo) and scored on its test images; the manifest's ``label``
     is the checkpoint's test accuracy, ``finite`` tells whether its weights are
     all finite (a diverged run is kept, as in the published zoo; filter with
-    ``zoo.indices(split, where=lambda r: r["finite"])``)."""
+    ``zoo.indices(split, where=lambda r: r["finite"])``). ``num_shards`` / ``shard_index``: as
+    :func:`make_siren_zoo`."""
     if kind not in CLASSIFIERS:
         raise ValueError(f"classifier zoo kind {kind!r}: expected one of {sorted(CLASSIFIERS)}")
     data = load_dataset(dataset, data_dir)
@@ -193,8 +232,7 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
             hparams = module.sample_hparams(gen)
             model, arch = _classifier(kind, hparams, data, gen)
             model.to(dev)
-            for c, (epoch, metrics) in enumerate(train_classifier(model, hparams, tensors, epochs, batch_size, gen,
-                                                                   module.l2_params)):
+            for c, (epoch, metrics) in enumerate(train_classifier(model, hparams, tensors, epochs, batch_size, gen)):
                 state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 state_dicts.append(state)
                 records.append({"id": net * len(epochs_kept) + c, "network": net, "epoch": epoch,
@@ -204,6 +242,6 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
             bar.update(1)
         return stack_state_dicts(state_dicts), records
 
-    with ZooWriter(out, config) as writer:
+    with ZooWriter(out, config, num_shards, shard_index) as writer:
         _run_shards(writer, n, shard_size, "net", progress, make_shard)
     return Path(out)

@@ -17,6 +17,16 @@ removes stale temporary files and rebuilds the manifest from the shard headers
 if the two disagree (a kill between the rename and the append, or in the
 middle of an append), so a rerun after ``kill -9`` never duplicates or loses an
 entry. A lock file keeps two writers out of one directory.
+
+Many workers may fill one directory together (``num_shards`` = N workers, this one
+``shard_index`` = I: it makes the shards s with s % N == I). They hold the
+directory lock shared (a writer without shards holds it alone) and each its own
+``.lock-I-of-N``; a shard's rename and its manifest append, the config check
+and the manifest repair happen under one short ``.manifest.lock``, so a repair
+never races an append. Each worker's temporary shard files carry its own tag
+and only it (or a writer holding the directory alone) removes them. The locks
+are ``flock`` locks: across machines the filesystem must support them (NFSv4,
+Lustre mounted with ``-o flock``, GPFS).
 """
 from __future__ import annotations
 
@@ -31,7 +41,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-CONFIG, MANIFEST, SHARDS, LOCK = "zoo.json", "manifest.jsonl", "shards", ".lock"
+CONFIG, MANIFEST, SHARDS, LOCK, MANIFEST_LOCK = "zoo.json", "manifest.jsonl", "shards", ".lock", ".manifest.lock"
 FORMAT_VERSION = 1
 
 
@@ -43,11 +53,15 @@ def shard_path(root: Path, index: int) -> Path:
     return root / SHARDS / f"shard-{index:05d}.safetensors"
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def _write_synced(tmp: Path, write) -> None:
     write(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    _write_synced(tmp, write)
     os.replace(tmp, path)
 
 
@@ -64,26 +78,64 @@ def read_shard_records(path: Path) -> list[dict]:
     return json.loads(meta["records"])
 
 
+def _try_lock(path: Path, mode: int, message: str):
+    handle = open(path, "a")
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ZooStoreError(message) from None
+    return handle
+
+
 class ZooWriter:
     """Opens (or creates) a zoo directory for writing.
 
     ``config`` must equal the one stored by an earlier run in the same directory:
-    a rerun resumes only the same request."""
+    a rerun resumes only the same request. ``num_shards`` > 1: this writer is
+    worker ``shard_index`` of that many on the directory (:meth:`owns`)."""
 
-    def __init__(self, root: str | os.PathLike, config: Mapping[str, Any]):
+    def __init__(self, root: str | os.PathLike, config: Mapping[str, Any], num_shards: int = 1,
+                 shard_index: int = 0):
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index {shard_index} of num_shards {num_shards}: need 0 <= index < num_shards")
         self.root = Path(root)
+        self.num_shards, self.shard_index = num_shards, shard_index
         (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.root / LOCK, "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ZooStoreError(f"{self.root}: another process is writing this zoo") from None
+        sharded = num_shards > 1
+        self._locks = [_try_lock(self.root / LOCK, fcntl.LOCK_SH if sharded else fcntl.LOCK_EX,
+                                 f"{self.root}: another process is writing this zoo"
+                                 + (" without --num-shards" if sharded else ""))]
+        if sharded:
+            try:
+                self._locks.append(_try_lock(self.root / f"{LOCK}-{shard_index}-of-{num_shards}", fcntl.LOCK_EX,
+                                             f"{self.root}: worker {shard_index} of {num_shards} is already running"))
+            except ZooStoreError:
+                self.close()
+                raise
+        # a tag of this worker, not of this process, so that its rerun finds what a killed run left
+        self._tag = f"w{shard_index}of{num_shards}" if sharded else str(os.getpid())
         self.config = {"format": FORMAT_VERSION, **config}
-        self._check_config()
-        for stale in list(self.root.glob("*.tmp-*")) + list((self.root / SHARDS).glob("*.tmp-*")):
-            stale.unlink()  # left by a killed writer; never renamed, so never part of the zoo
-        self._repair_manifest()
+        try:
+            with self._manifest_lock():
+                self._check_config()
+                # left by a killed writer; never renamed, so never part of the zoo. Root-level temporaries
+                # exist only under the manifest lock; shard temporaries of other live workers are theirs.
+                stale = list(self.root.glob("*.tmp-*")) + list((self.root / SHARDS).glob(
+                    "*.tmp-*" if not sharded else f"*.tmp-{self._tag}"))
+                for path in stale:
+                    path.unlink()
+                self._repair_manifest()
+        except BaseException:
+            self.close()
+            raise
+
+    def owns(self, index: int) -> bool:
+        """Whether shard ``index`` is this worker's to make."""
+        return index % self.num_shards == self.shard_index
+
+    def _manifest_lock(self):
+        return _Flock(self.root / MANIFEST_LOCK)
 
     def _check_config(self) -> None:
         path = self.root / CONFIG
@@ -115,20 +167,42 @@ class ZooWriter:
         records = [{**r, "shard": index, "row": row} for row, r in enumerate(records)]
         metadata = {"records": json.dumps(records, sort_keys=True)}
         contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        _atomic_write(path, lambda p: save_file(contiguous, str(p), metadata=metadata))
-        with open(self.root / MANIFEST, "a") as f:
-            f.write(_dump_lines(records))
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = path.with_name(f"{path.name}.tmp-{self._tag}")
+        _write_synced(tmp, lambda p: save_file(contiguous, str(p), metadata=metadata))
+        # rename and append together: a manifest repair by another worker sees both or neither
+        with self._manifest_lock():
+            if path.exists():  # a worker of an overlapping share stored it first (shards are deterministic)
+                tmp.unlink()
+                return
+            os.replace(tmp, path)
+            with open(self.root / MANIFEST, "a") as f:
+                f.write(_dump_lines(records))
+                f.flush()
+                os.fsync(f.fileno())
 
     def close(self) -> None:
-        self._lock.close()
+        for handle in self._locks:
+            handle.close()
 
     def __enter__(self) -> "ZooWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Flock:
+    """An exclusive flock held for a ``with`` block (blocking: the holders keep it for milliseconds)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self._handle = open(self.path, "a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
 
 
 def read_manifest(root: str | os.PathLike) -> list[dict]:
