@@ -29,7 +29,7 @@ from pathlib import Path
 from graphnfn.memory import METHODS, PeakMemory
 from graphnfn.registry import family
 from experiments.config import check_config, new_experiment, run_directory
-from experiments.resume import checkpoint_file
+from experiments.resume import check_same_config, checkpoint_file
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
 
 
@@ -230,15 +230,8 @@ def finished_pairs(cfg: dict) -> dict[str, dict]:
     holds (``pair-*.json``), after checking it ran the same comparison (every other key equal)."""
     if not cfg["resume"]:
         return {}
-    folder = Path(cfg["resume"])
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"resume={cfg['resume']!r}: no compare run directory there (no config.json)")
-    old = json.loads((folder / "config.json").read_text())
-    differ = sorted(k for k in cfg if k not in RESUMABLE and k in old and old[k] != cfg[k])
-    if differ:
-        raise ValueError(f"resume={cfg['resume']!r}: that run had other values of {differ}; resume only with the "
-                         "same config (models and seeds may change)")
-    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("pair-*.json"))}
+    check_same_config(cfg, RESUMABLE)
+    return {path.stem: json.loads(path.read_text()) for path in sorted(Path(cfg["resume"]).glob("pair-*.json"))}
 
 
 def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:

@@ -39,5 +39,6 @@ def check_same_config(cfg: dict, may_differ: tuple[str, ...] = ("resume",)) -> N
     old = json.loads((folder / "config.json").read_text())
     differ = sorted(k for k in cfg if k not in may_differ and k in old and old[k] != cfg[k])
     if differ:
+        may = ", ".join(k for k in may_differ if k != "resume")
         raise ValueError(f"resume={cfg['resume']!r}: that run had other values of {differ}; resume only with the "
-                         "same config")
+                         "same config" + (f" ({may} may change)" if may else ""))
