@@ -239,13 +239,12 @@ def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
     Each finished (model, seed, configuration) is saved in the run directory at once, and one
     found in ``done`` (a resumed run's) is reused instead of trained again."""
     def one(index: int, options: dict, seed: int) -> dict:
-        name = f"pair-{model}-seed{seed}-config{index}"
-        checkpoint = None if name in done else \
-            checkpoint_file(cfg, _run, f"ckpt-{model}-seed{seed}-config{index}.pt")
+        name, checkpoint = f"pair-{model}-seed{seed}-config{index}", None
         if name in done:
             print(f"--- {cfg['task']}: {model}, seed {seed}: finished in {cfg['resume']}")
             result = done[name]
         else:
+            checkpoint = checkpoint_file(cfg, _run, f"ckpt-{model}-seed{seed}-config{index}.pt")
             print(f"--- {cfg['task']}: {model}, seed {seed}" + (f", {options}" if options else ""))
             prefixed = _Prefixed(_run, f"{model}.seed{seed}")
             with PeakMemory(cfg["device"]) as peak:  # this pair alone, not the process's peak so far

@@ -122,6 +122,13 @@ class _Predicting(nn.Module):
         return self.predict(self.model, inputs)
 
 
+def _log_row(log: Callable[[str, float, int], None], row: dict) -> None:
+    """One evaluation's metrics to ``log(name, value, step)``."""
+    for k, v in row.items():
+        if k != "step":
+            log(k, v, row["step"])
+
+
 def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, steps: int = 500,
         eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto",
         amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True,
@@ -153,9 +160,9 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
         raise ValueError("fit: checkpoint is for one process; distributed fits cannot resume yet")
     dev = resolve_device(device)
     model = model.to(dev)
-    # DDP must not wait for gradients a model never makes (monomial and magep leave some biases unused)
-    trained = (DistributedDataParallel(_Predicting(model, task.predict), find_unused_parameters=True)
-               if distributed else None)
+    predict = _Predicting(model, task.predict)
+    if distributed:  # DDP must not wait for gradients a model never makes (monomial and magep leave biases unused)
+        predict = DistributedDataParallel(predict, find_unused_parameters=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     if dev.type == "cuda":
@@ -169,9 +176,7 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
                 "seen": 0}
     elif log is not None:  # the resumed run's own record holds the whole curve
         for row in loop["history"]:
-            for k, v in row.items():
-                if k != "step":
-                    log(k, v, row["step"])
+            _log_row(log, row)
     best, best_state, best_step, history, seconds, seen = (
         loop[k] for k in ("best", "best_state", "best_step", "history", "seconds", "seen"))
     total, count = 0.0, 0
@@ -183,8 +188,7 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
         inputs, y = split_batch(next(batches))
         inputs, y = to_device(inputs, dev), y.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            pred = trained(inputs) if distributed else task.predict(model, inputs)
-            loss = task.loss(pred.float(), y)
+            loss = task.loss(predict(inputs).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -204,9 +208,7 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
         row = {"step": step, "train_loss": total / count, **{f"val_{k}": v for k, v in val_metrics.items()}}
         history.append(row)
         if log is not None:
-            for k, v in row.items():
-                if k != "step":
-                    log(k, v, step)
+            _log_row(log, row)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{val_metrics[task.main]:.4f}")
         if sign * val_metrics[task.main] > best:
             best, best_step = sign * val_metrics[task.main], step
@@ -225,6 +227,12 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
     return FitResult(best_step, evaluate(model, val, task, dev, amp), evaluate(model, test, task, dev, amp),
                      seconds, seen / max(seconds, 1e-9), peak, sum(p.numel() for p in model.parameters()), history,
                      {k: v.detach().cpu() for k, v in best_state.items()})
+
+
+def _accumulate(sums: dict, key, square_sum: float, count: int) -> None:
+    acc = sums.setdefault(key, [0.0, 0])
+    acc[0] += square_sum
+    acc[1] += count
 
 
 class WeightScaler:
@@ -247,18 +255,14 @@ class WeightScaler:
         for batch in batches:
             inputs, _ = split_batch(batch)
             for key, values in self._tensors(inputs):
-                acc = sums.setdefault(key, [0.0, 0])
-                acc[0] += float(values.double().square().sum())
-                acc[1] += values.numel()
+                _accumulate(sums, key, float(values.double().square().sum()), values.numel())
         if distributed:  # ``batches`` is this process's part of the train set: the scales are of the whole
             parts = [None] * dist.get_world_size()
             dist.all_gather_object(parts, sums)
             sums = {}
             for part in parts:
                 for key, (s, n) in part.items():
-                    acc = sums.setdefault(key, [0.0, 0])
-                    acc[0] += s
-                    acc[1] += n
+                    _accumulate(sums, key, s, n)
         self.scales = {k: math.sqrt(s / max(n, 1)) or 1.0 for k, (s, n) in sums.items()}
 
     @classmethod

@@ -96,13 +96,13 @@ def _run_shards(writer: ZooWriter, n_items: int, shard_size: int, unit: str, pro
     ``make_shard(lo, hi, bar)`` does items lo..hi-1."""
     mine = [s for s in range(math.ceil(n_items / shard_size)) if writer.owns(s)]
     done = set(writer.done_shards())
-    with tqdm(total=sum(min(shard_size, n_items - s * shard_size) for s in mine), desc=f"zoo {writer.root.name}",
+    span = {s: (s * shard_size, min(n_items, (s + 1) * shard_size)) for s in mine}  # items lo..hi-1
+    with tqdm(total=sum(hi - lo for lo, hi in span.values()), desc=f"zoo {writer.root.name}",
               unit=unit, disable=not progress) as bar:
-        bar.update(sum(min(shard_size, n_items - s * shard_size) for s in mine if s in done))
+        bar.update(sum(hi - lo for s, (lo, hi) in span.items() if s in done))
         for s in mine:
             if s not in done:
-                lo, hi = s * shard_size, min(n_items, (s + 1) * shard_size)
-                writer.write_shard(s, *make_shard(lo, hi, bar))
+                writer.write_shard(s, *make_shard(*span[s], bar))
 
 
 def _split_of(data: ImageData) -> Tensor:

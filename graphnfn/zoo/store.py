@@ -33,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -134,8 +135,12 @@ class ZooWriter:
         """Whether shard ``index`` is this worker's to make."""
         return index % self.num_shards == self.shard_index
 
+    @contextmanager
     def _manifest_lock(self):
-        return _Flock(self.root / MANIFEST_LOCK)
+        """An exclusive flock of the manifest for a ``with`` block (blocking: holders keep it for milliseconds)."""
+        with open(self.root / MANIFEST_LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def _check_config(self) -> None:
         path = self.root / CONFIG
@@ -189,20 +194,6 @@ class ZooWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _Flock:
-    """An exclusive flock held for a ``with`` block (blocking: the holders keep it for milliseconds)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        self._handle = open(self.path, "a")
-        fcntl.flock(self._handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc) -> None:
-        self._handle.close()
 
 
 def read_manifest(root: str | os.PathLike) -> list[dict]:
