@@ -5,8 +5,8 @@
 
 Per batch (64 random SIRENs 2-32-32-1; 64 random Small-CNN-Zoo CNNs, three 3x3 convolutions of
 16 channels, global average pooling, a linear layer to 10), the experiments' default models:
-``GraphNFN(10, backbone, readout="invariant", d_hidden=32, n_layers=3, heads=4, fourier=16)`` for
-``pna`` and ``transformer``, ``paramshare.build("nfn-hnp", spec, 10, hidden=32, fourier=16)``
+``registry.build(name, graphs, 10, d_hidden=32, n_layers=3, heads=4, fourier=16)`` for the graph
+models (``pna``, ``transformer``, ``sign-gnn``), ``paramshare.build("nfn-hnp", spec, 10, hidden=32, fourier=16)``
 (the reference: the same Fourier inputs) and the same NFN on raw weights (``fourier=0``).
 One step is what :func:`graphnfn.training.fit` does per batch, less clipping and schedule:
 forward, cross-entropy on fixed random labels, backward, AdamW. The models take turns
@@ -28,19 +28,19 @@ import converters
 import graphnfn
 from benchmarks.measure import timed_in_turn, write_results
 from graphnfn import paramshare as ps
-from graphnfn.models import GraphNFN
+from graphnfn import registry
 from graphnfn.registry import GRAPH_MODELS
 from graphnfn.zoo import make_cnn, make_siren
 
 KINDS = {"SIREN 2-32-32-1": make_siren, "CNN zoo 1-16-16-16-10": make_cnn}
-MODELS = ("pna", "transformer", "nfn-hnp", "nfn-hnp raw")
+MODELS = GRAPH_MODELS + ("nfn-hnp", "nfn-hnp raw")
 REFERENCE = "nfn-hnp"
 
 
-def make_model(name: str, spec) -> nn.Module:
+def make_model(name: str, graphs, spec) -> nn.Module:
     """A model of MODELS at the experiments' defaults, with 10 outputs."""
     if name in GRAPH_MODELS:
-        return GraphNFN(10, backbone=name, readout="invariant", d_hidden=32, n_layers=3, heads=4, fourier=16)
+        return registry.build(name, graphs, 10, d_hidden=32, n_layers=3, heads=4, fourier=16)
     return ps.build("nfn-hnp", spec, 10, hidden=32, fourier=0 if name.endswith("raw") else 16)
 
 
@@ -50,7 +50,7 @@ def contenders(kind: str, batch: int, device: str) -> dict[str, tuple[nn.Module,
     nets = [KINDS[kind]() for _ in range(batch)]
     graphs = graphnfn.collate([converters.to_graph(net) for net in nets]).to(device)
     space = ps.concat([converters.to_weight_space(net) for net in nets], 0).to(device)
-    return {name: (make_model(name, space.spec).to(device), graphs if name in GRAPH_MODELS else space)
+    return {name: (make_model(name, graphs, space.spec).to(device), graphs if name in GRAPH_MODELS else space)
             for name in MODELS}
 
 

@@ -18,7 +18,7 @@ BACKBONES = ("pna", "transformer")
 READOUTS = ("invariant", "node", "equivariant")  # the paramshare family's names, and per neuron
 
 
-def _num_layers(data: Data) -> int:
+def node_layers(data: Data) -> int:
     """Node layers in the deepest graph, from the Python-side specs (no device sync)."""
     specs = data.spec if isinstance(data.spec, list) else [data.spec]
     return max(len(s.node_groups) for s in specs)
@@ -89,7 +89,7 @@ class GraphNFN(nn.Module):
         dtype = self.norm.weight.dtype
         batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
         num_graphs = data.num_graphs if isinstance(data, Batch) else 1
-        num_layers = _num_layers(data) if self.symmetry else 0
+        num_layers = node_layers(data) if self.symmetry else 0
         x, edge_attr = x.to(dtype), edge_attr.to(dtype)
         probe_h = self.probe_features(data) if self.nodes.probe is not None else None
         if self.symmetry:
@@ -106,12 +106,8 @@ class GraphNFN(nn.Module):
         converted: a batch scaled by :class:`graphnfn.training.WeightScaler` is unscaled first
         (its ``weight_scale`` / ``bias_scale``), since a rescaled network computes another
         function. With ``symmetry``, on the canonical form, so the features stay invariant."""
-        x, edge_attr = data.x.to(self.norm.weight.dtype), data.edge_attr.to(self.norm.weight.dtype)
-        if getattr(data, "weight_scale", None) is not None:
-            edge_attr = torch.cat([edge_attr[:, :WEIGHT_COL], edge_attr[:, WEIGHT_COL:] * data.weight_scale.unsqueeze(1)], 1)
-            x = x.clone()
-            x[:, NODE_COL["bias"]] = x[:, NODE_COL["bias"]] * data.bias_scale
-        num_layers = _num_layers(data)
+        x, edge_attr = unscaled(data, self.norm.weight.dtype)
+        num_layers = node_layers(data)
         if self.symmetry:
             x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
                                         num_layers, self.symmetry)
@@ -125,10 +121,7 @@ class GraphNFN(nn.Module):
             return self.head(h)
         if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        edge_batch = batch.index_select(0, src)
-        pooled = [scatter(h, batch, 0, num_graphs, "mean"), scatter_max(h, batch, num_graphs),
-                  scatter(e, edge_batch, 0, num_graphs, "mean"), scatter_max(e, edge_batch, num_graphs)]
-        return self.head(torch.cat(pooled, -1))
+        return self.head(pool_graphs(h, e, batch, src, num_graphs))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -140,6 +133,26 @@ class GraphNFN(nn.Module):
         src, dst = data.edge_index
         delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
         return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1))
+
+
+def unscaled(data: NeuralGraph | Batch, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(x [N, F_node], edge_attr [E, 9 + K]) of the networks as converted, in ``dtype``: a batch
+    scaled by :class:`graphnfn.training.WeightScaler` is multiplied back by its ``weight_scale``
+    / ``bias_scale`` (what probe features need: a rescaled network computes another function)."""
+    x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+    if getattr(data, "weight_scale", None) is not None:
+        edge_attr = torch.cat([edge_attr[:, :WEIGHT_COL], edge_attr[:, WEIGHT_COL:] * data.weight_scale.unsqueeze(1)], 1)
+        x = x.clone()
+        x[:, NODE_COL["bias"]] = x[:, NODE_COL["bias"]] * data.bias_scale
+    return x, edge_attr
+
+
+def pool_graphs(h: Tensor, e: Tensor, batch: Tensor, src: Tensor, num_graphs: int) -> Tensor:
+    """h [N, d], e [E, d'] -> [B, 2 d + 2 d']: the mean and the max of each graph's node and edge
+    states (edge i -> j belongs to the graph of its source ``src``)."""
+    edge_batch = batch.index_select(0, src)
+    return torch.cat([scatter(h, batch, 0, num_graphs, "mean"), scatter_max(h, batch, num_graphs),
+                      scatter(e, edge_batch, 0, num_graphs, "mean"), scatter_max(e, edge_batch, num_graphs)], -1)
 
 
 def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None) -> NeuralGraph | Batch:

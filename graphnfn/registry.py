@@ -19,8 +19,10 @@ from torch import Tensor, nn
 from . import paramshare
 from .features import ProbeFeatures
 from .models import BACKBONES, GraphNFN
+from .sign_model import SignGNN
 
-GRAPH_MODELS = BACKBONES  # a graph model is named by its backbone
+SIGN_GNN = "sign-gnn"
+GRAPH_MODELS = BACKBONES + (SIGN_GNN,)  # GraphNFN is named by its backbone
 PARAMSHARE_MODELS = tuple(paramshare.MODELS)
 BASELINES = ("flat-mlp-aug", "align-linear")
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
@@ -52,7 +54,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     names what each model read. ``d_hidden`` is the graph models' width and the
     parameter-sharing models' ``hidden``; ``n_layers``, ``heads``, ``positional``,
     ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
-    and ``symmetry`` apply to the graph models.
+    and ``symmetry`` apply to the graph models (``symmetry`` only to GraphNFN's backbones: ``sign-gnn``
+    is equivariant to sign flips by construction and reads every network as it is).
     """
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
@@ -62,6 +65,11 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError("align-linear is not a module: use graphnfn.paramshare.AlignLinear")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
+        if name == SIGN_GNN:
+            model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
+                            positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output)
+            model.encoding = f"odd-fourier{fourier} (sign group)" if fourier else "raw"
+            return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output)

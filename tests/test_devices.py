@@ -9,8 +9,7 @@ from torch import nn
 
 import converters
 import graphnfn
-from graphnfn.models import GraphNFN
-from test_models import BACKBONES, READOUTS, model_for
+from test_models import GRAPH_MODELS, READOUTS, model_for
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -28,12 +27,12 @@ def mixed_batch(probe: bool) -> graphnfn.NeuralGraph:
     return graphnfn.collate([converters.to_graph(net) for net in nets])
 
 
-def model(backbone: str, readout: str, probe: bool) -> GraphNFN:
+def model(backbone: str, readout: str, probe: bool) -> nn.Module:
     return model_for(backbone, readout, probe).float()
 
 
 @pytest.mark.parametrize("probe", [False, True])
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
 @pytest.mark.parametrize("readout", READOUTS)
 def test_forward_never_reads_data_on_the_host(backbone, readout, probe):
     """Every shape in forward comes from Python ints the batch already holds: on the
@@ -47,7 +46,7 @@ def test_forward_never_reads_data_on_the_host(backbone, readout, probe):
 
 @needs_cuda
 @pytest.mark.parametrize("probe", [False, True])
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
 @pytest.mark.parametrize("readout", READOUTS)
 def test_cuda_matches_cpu_without_syncs(backbone, readout, probe):
     batch, net = mixed_batch(probe), model(backbone, readout, probe)
@@ -63,7 +62,7 @@ def test_cuda_matches_cpu_without_syncs(backbone, readout, probe):
 
 
 @needs_cuda
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
 def test_cuda_bf16_autocast_trains(backbone):
     batch, net = mixed_batch(False).cuda(), model(backbone, "invariant", False).cuda().train()
     ref = net(batch)

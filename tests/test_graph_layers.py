@@ -9,10 +9,11 @@ from torch import nn
 
 import converters
 import graphnfn
-from graphnfn.nn import EdgePNAConv, SparseRelationalAttention
+from graphnfn.nn import EdgePNAConv, SignEquivariantConv, SparseRelationalAttention
 
 D = 8
-LAYERS = {"pna": lambda: EdgePNAConv(D), "transformer": lambda: SparseRelationalAttention(D, heads=2)}
+LAYERS = {"pna": lambda: EdgePNAConv(D), "transformer": lambda: SparseRelationalAttention(D, heads=2),
+          "sign": lambda: SignEquivariantConv(D)}
 
 
 def random_batch(widths: list[list[int]], seed: int):

@@ -18,8 +18,7 @@ from torch import nn
 import converters
 import graphnfn
 from graphnfn import paramshare as ps
-from graphnfn.models import GraphNFN
-from graphnfn.registry import GRAPH_MODELS
+from graphnfn.registry import GRAPH_MODELS, build
 from graphnfn.training import classification_task, fit
 
 HIDDEN = 16
@@ -62,13 +61,13 @@ def held_out_accuracy(name: str, splits) -> float:
     torch.manual_seed(0)
     graph = name in GRAPH_MODELS
     train, val, test = (batches(*split, graph) for split in splits)
-    model = (GraphNFN(2, backbone=name, d_hidden=16, n_layers=2, heads=2, fourier=0) if graph
+    model = (build(name, train[0], 2, d_hidden=16, n_layers=2, heads=2, fourier=0) if graph
              else ps.build(name, train[0][0].spec, 2, hidden=16))
     result = fit(model, train, val, test, classification_task(), steps=200, eval_every=20, lr=3e-3, progress=False)
     return result.test["accuracy"]
 
 
-@pytest.mark.parametrize("name", ["pna", "transformer", "nfn-np", "nfn-hnp", "nft"])
+@pytest.mark.parametrize("name", ["pna", "transformer", "sign-gnn", "nfn-np", "nfn-hnp", "nft"])
 def test_symmetric_models_solve_the_coupling_task(name, coupling):
     assert held_out_accuracy(name, coupling) >= 0.9
 

@@ -12,15 +12,20 @@ import converters
 import graphnfn
 from graphnfn.features import EdgeEncoder, ProbeFeatures
 from graphnfn.models import BACKBONES, GraphNFN, apply_edge_delta
+from graphnfn.sign_model import SignGNN
 from test_transformer import vit_moves, vits
 from test_transformer_tools import group_node_map, permuted
 from nets import assert_bitwise_equal, cnns, induced_edge_map, induced_node_map, mlps, permute_hidden, randomize_norms
 
 READOUTS = ["invariant", "node", "equivariant"]
+GRAPH_MODELS = BACKBONES + ("sign-gnn",)  # GraphNFN's backbones and SignGNN
 
 
 def model_for(backbone, readout, probe=False, symmetry=None, d_out=3):
     torch.manual_seed(0)
+    if backbone == "sign-gnn":
+        return SignGNN(d_out, readout=readout, d_hidden=16, n_layers=2, fourier=4,
+                       probe=ProbeFeatures(4, 6) if probe else None).double().eval()
     return GraphNFN(d_out, backbone=backbone, readout=readout, d_hidden=16, n_layers=2, heads=2, fourier=4,
                     probe=ProbeFeatures(4, 6) if probe else None, symmetry=symmetry).double().eval()
 
@@ -44,7 +49,7 @@ def check_equivariance(net, g1, g2, nodes, edges):
 
 @settings(max_examples=8)
 @given(mlps(max_width=5), st.integers(0, 2**16))
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
 @pytest.mark.parametrize("readout", READOUTS)
 def test_mlp_permutation_symmetry_all_features(backbone, readout, model, seed):
     check_equivariance(model_for(backbone, readout, probe=True), *graphs_of(model, seed))
@@ -52,7 +57,7 @@ def test_mlp_permutation_symmetry_all_features(backbone, readout, model, seed):
 
 @settings(max_examples=8)
 @given(cnns(size=8), st.integers(0, 2**16))
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
 @pytest.mark.parametrize("readout", READOUTS)
 def test_cnn_permutation_symmetry_all_features(backbone, readout, model, seed):
     check_equivariance(model_for(backbone, readout), *graphs_of(model, seed))
