@@ -56,7 +56,8 @@ def model_card(cfg: dict, sample, d_out: int, readout: str, probe_inputs: Tensor
     """What rebuilds cfg['model'] for inputs like ``sample`` (:func:`graphnfn.registry.build`) and
     feeds it new networks: saved with the trained weights, read by :func:`graphnfn.load_model`."""
     return {"name": cfg["model"], "d_out": d_out, "readout": readout, "options": {k: cfg[k] for k in MODEL_KEYS},
-            "probe_inputs": probe_inputs if cfg["probe"] and family(cfg["model"]) == "graph" else None,
+            "probe_inputs": (probe_inputs if (cfg["probe"] or cfg["model"] == registry.PROBE_MLP)
+                             and family(cfg["model"]) == "graph" else None),
             "spec": spec_record(getattr(sample, "spec", None)) if family(cfg["model"]) != "graph" else None,
             "scales": scaler.scales if scaler else None, "task": task}
 

@@ -43,7 +43,7 @@ def shared_config():
     fourier = 16  # both families: Gaussian Fourier frequencies per weight and bias (0: raw weights)
     positional = True  # graph models: learned embeddings of input/output positions
     layer_embedding = True  # graph models: learned embedding of each node's layer depth
-    probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs
+    probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
     augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
@@ -88,8 +88,9 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         raise ValueError(f"dataset {cfg['dataset']!r}: {task} knows {sorted(known)}")
     for model in models:
         family(model)
-    if "align-linear" in models and TASKS[task].readout != "invariant":
-        raise ValueError(f"align-linear has no {task} readout: leave it out of models")
+    for baseline in ("align-linear", "probe-mlp"):
+        if baseline in models and TASKS[task].readout != "invariant":
+            raise ValueError(f"{baseline} has no {task} readout: leave it out of models")
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 

@@ -8,8 +8,9 @@ Names: the graph models (:data:`GRAPH_MODELS`), the parameter-sharing models of
 :mod:`graphnfn.paramshare` (:data:`PARAMSHARE_MODELS`, including the ``stat`` and
 ``flat-mlp`` baselines) and two more sanity baselines (:data:`BASELINES`): ``flat-mlp-aug``
 (``flat-mlp`` trained on hidden-neuron-permuted copies; the permutation is the training
-loop's job) and ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
-:func:`build` refuses it). Readouts are named alike for both families: ``"invariant"``
+loop's job), ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
+:func:`build` refuses it) and ``probe-mlp`` (:class:`graphnfn.probe_baseline.ProbeMLP`: the
+networks' outputs on the probe inputs, the yardstick of probe features; reads graphs). Readouts are named alike for both families: ``"invariant"``
 ([B, d_out]) and ``"equivariant"`` (per-weight outputs for editing).
 """
 from __future__ import annotations
@@ -19,12 +20,14 @@ from torch import Tensor, nn
 from . import paramshare
 from .features import ProbeFeatures
 from .models import BACKBONES, GraphNFN
+from .probe_baseline import ProbeMLP
 from .sign_model import SignGNN
 
 SIGN_GNN = "sign-gnn"
 GRAPH_MODELS = BACKBONES + (SIGN_GNN,)  # GraphNFN is named by its backbone
 PARAMSHARE_MODELS = tuple(paramshare.MODELS)
-BASELINES = ("flat-mlp-aug", "align-linear")
+PROBE_MLP = "probe-mlp"  # reads graph batches, needs probe inputs
+BASELINES = ("flat-mlp-aug", "align-linear", PROBE_MLP)
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
 READOUTS = ("invariant", "equivariant")
 
@@ -32,7 +35,7 @@ READOUTS = ("invariant", "equivariant")
 def family(name: str) -> str:
     """``"graph"`` (reads NeuralGraph batches), ``"paramshare"`` (reads weight spaces) or
     ``"align"`` (the non-learning align-linear baseline, on weight spaces)."""
-    if name in GRAPH_MODELS:
+    if name in GRAPH_MODELS or name == PROBE_MLP:
         return "graph"
     if name == "align-linear":
         return "align"
@@ -65,6 +68,12 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError("align-linear is not a module: use graphnfn.paramshare.AlignLinear")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
+        if name == PROBE_MLP:
+            if readout != "invariant":
+                raise ValueError("probe-mlp has only an invariant readout: it reads the networks' outputs, not weights")
+            model = ProbeMLP(d_out, probe, d_hidden=4 * d_hidden)
+            model.encoding = f"outputs at {model.probe.n_probes} probes"
+            return model
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
                             positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output)
