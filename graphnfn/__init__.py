@@ -22,7 +22,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 #: public submodules, imported on first attribute access (PEP 562)
 SUBMODULES = ("canonical", "datasets", "devices", "draw", "execute", "features", "fourier", "io", "models", "nn",
-              "paramshare", "registry", "sign_model", "symmetries", "trained", "training", "zoo")
+              "paramshare", "probe_baseline", "registry", "sign_model", "symmetries", "trained", "training", "zoo")
 
 __all__ = [
     "NeuralGraph", "collate", "pad_kernels", "NodeType", "EdgeType", "Activation", "GraphSpec", "ParamEntry",

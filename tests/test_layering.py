@@ -7,7 +7,8 @@ from pathlib import Path
 import graphnfn
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_MODULES = ("graphnfn.models", "graphnfn.nn", "graphnfn.paramshare", "graphnfn.features", "graphnfn.sign_model")
+MODEL_MODULES = ("graphnfn.models", "graphnfn.nn", "graphnfn.paramshare", "graphnfn.features", "graphnfn.sign_model",
+                 "graphnfn.probe_baseline")
 
 
 def _loaded_after(statement: str) -> list[str]:
