@@ -31,7 +31,8 @@ from graphnfn.zoo import WeightAugment, Zoo, ZooSource, graph_loader, open_zoo, 
 from . import distributed
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
-MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output")
+MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output",
+              "pool")
 
 
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:

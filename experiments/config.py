@@ -45,6 +45,7 @@ def shared_config():
     layer_embedding = True  # graph models: learned embedding of each node's layer depth
     probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
+    pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     zoo_seed = 0  # the default zoo's seed

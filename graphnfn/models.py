@@ -33,7 +33,7 @@ class GraphNFN(nn.Module):
         backbone: ``"pna"`` (:class:`graphnfn.nn.EdgePNAConv`) or ``"transformer"``
             (:class:`graphnfn.nn.SparseRelationalAttention`).
         readout: ``"invariant"`` -> [B, d_out] (mean and max of node and edge states
-            per graph); ``"equivariant"`` -> [E, d_out], one output per edge, i.e. per
+            per graph, or with ``pool="layer"`` per graph and layer depth: :func:`pool_graphs`); ``"equivariant"`` -> [E, d_out], one output per edge, i.e. per
             weight, as the parameter-sharing models' equivariant readout; ``"node"`` ->
             [N, d_out], one per neuron. With ``readout="equivariant"`` and ``d_out`` = the
             batch's kernel width, :func:`apply_edge_delta` adds the output to the weights.
@@ -43,6 +43,9 @@ class GraphNFN(nn.Module):
         positional: learned embeddings of input/output/flatten positions.
         layer_embedding: learned embedding of the layer depth.
         probe: a :class:`graphnfn.features.ProbeFeatures` (MLP/INR graphs only) or None.
+        pool, pool_depths: the invariant readout pools each graph's states as a whole
+            (``"graph"``) or each layer depth apart (``"layer"``: the first ``pool_depths`` depths
+            get a slot each, deeper ones share the last).
         symmetry: ``None``, ``"sign"`` or ``"scale"``: map each graph to its
             canonical form under sign flips of tanh/sine neurons or positive
             scalings of ReLU neurons first (see :mod:`graphnfn.canonical`).
@@ -59,22 +62,25 @@ class GraphNFN(nn.Module):
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False,
-                 edge_chunk_values: int = 2**24):
+                 edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        check_pool(pool, pool_depths)
         if symmetry not in (None, "sign", "scale"):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
+        self.pool, self.pool_depths = pool, pool_depths
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
             EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
-        d_read = {"invariant": 4 * d_hidden, "node": d_hidden, "equivariant": 3 * d_hidden}[readout]
+        d_read = {"invariant": pooled_width(d_hidden, pool, pool_depths), "node": d_hidden,
+                  "equivariant": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # equivariant readout: a second head edits the biases (see edit())
         self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "equivariant" else None
@@ -121,7 +127,8 @@ class GraphNFN(nn.Module):
             return self.head(h)
         if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        return self.head(pool_graphs(h, e, batch, src, num_graphs))
+        return self.head(pool_graphs(h, e, batch, data.edge_index, num_graphs,
+                                     data.layer if self.pool == "layer" else None, self.pool_depths))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -147,12 +154,41 @@ def unscaled(data: NeuralGraph | Batch, dtype: torch.dtype) -> tuple[Tensor, Ten
     return x, edge_attr
 
 
-def pool_graphs(h: Tensor, e: Tensor, batch: Tensor, src: Tensor, num_graphs: int) -> Tensor:
-    """h [N, d], e [E, d'] -> [B, 2 d + 2 d']: the mean and the max of each graph's node and edge
-    states (edge i -> j belongs to the graph of its source ``src``)."""
-    edge_batch = batch.index_select(0, src)
-    return torch.cat([scatter(h, batch, 0, num_graphs, "mean"), scatter_max(h, batch, num_graphs),
-                      scatter(e, edge_batch, 0, num_graphs, "mean"), scatter_max(e, edge_batch, num_graphs)], -1)
+POOLS = ("graph", "layer")
+
+
+def check_pool(pool: str, depths: int) -> None:
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    if depths < 1:
+        raise ValueError(f"pool_depths must be >= 1, got {depths}")
+
+
+def pooled_width(d: int, pool: str, depths: int) -> int:
+    """Features per graph from :func:`pool_graphs` of d-wide node and edge states."""
+    return 4 * d * (depths if pool == "layer" else 1)
+
+
+def pool_graphs(h: Tensor, e: Tensor, batch: Tensor, edge_index: Tensor, num_graphs: int,
+                layer: Tensor | None = None, depths: int = 1) -> Tensor:
+    """The mean and the max of each graph's node and edge states: h [N, d], e [E, d'] ->
+    [B, 2 d + 2 d'] (an edge belongs to the graph of its source).
+
+    With ``layer`` [N] (node depths): per graph and depth, [B, depths (2 d + 2 d')], an edge
+    counted at the depth of its target (the layer its weight feeds, as a weight tensor is
+    pooled alone by NFN's invariant layer and by ``stat``); depths >= ``depths`` - 1 share the
+    last slot, missing depths are 0. Depths are invariant under relabelling hidden neurons, so
+    the result is too."""
+    src, dst = edge_index
+    if layer is None:
+        node_key, edge_key, slots = batch, batch.index_select(0, src), num_graphs
+    else:
+        node_key = batch * depths + layer.clamp(max=depths - 1)
+        edge_key = node_key.index_select(0, dst)
+        slots = num_graphs * depths
+    pooled = torch.cat([scatter(h, node_key, 0, slots, "mean"), scatter_max(h, node_key, slots),
+                        scatter(e, edge_key, 0, slots, "mean"), scatter_max(e, edge_key, slots)], -1)
+    return pooled.reshape(num_graphs, -1)
 
 
 def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None) -> NeuralGraph | Batch:

@@ -47,7 +47,8 @@ def family(name: str) -> str:
 
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
-          probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False) -> nn.Module:
+          probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
+          pool: str = "graph") -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -57,8 +58,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     names what each model read. ``d_hidden`` is the graph models' width and the
     parameter-sharing models' ``hidden``; ``n_layers``, ``heads``, ``positional``,
     ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
-    and ``symmetry`` apply to the graph models (``symmetry`` only to GraphNFN's backbones: ``sign-gnn``
-    is equivariant to sign flips by construction and reads every network as it is).
+    ``symmetry`` and ``pool`` apply to the graph models (``symmetry`` only to GraphNFN's backbones:
+    ``sign-gnn`` is equivariant to sign flips by construction and reads every network as it is).
     """
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
@@ -76,12 +77,14 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
             return model
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
-                            positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output)
+                            positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output,
+                            pool=pool)
             model.encoding = f"odd-fourier{fourier} (sign group)" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
-                         layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output)
+                         layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
+                         pool=pool)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name

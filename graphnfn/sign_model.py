@@ -25,7 +25,7 @@ from .canonical import SIGN_ACTIVATIONS, eligible
 from .features import NodeEncoder, ProbeFeatures
 from .fourier import FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
-from .models import READOUTS, apply_edge_delta, node_layers, pool_graphs, unscaled
+from .models import READOUTS, apply_edge_delta, check_pool, node_layers, pool_graphs, pooled_width, unscaled
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm
 
@@ -85,6 +85,7 @@ class SignGNN(nn.Module):
         d_out: output features per graph / node / edge.
         readout: ``"invariant"`` -> [B, d_out]: the mean and max over each graph of an even
             (sign-invariant) :class:`graphnfn.nn.sign.ParityMLP` of the node and edge states;
+            with ``pool="layer"`` per graph and layer depth (:func:`graphnfn.models.pool_graphs`);
             ``"node"`` -> [N, d_out] and ``"equivariant"`` -> [E, d_out], odd in the neuron's
             (the weight's) signs, so that :meth:`edit` moves with the network.
         d_hidden, n_layers, dropout: size of the backbone (:class:`graphnfn.nn.SignEquivariantConv`).
@@ -95,16 +96,18 @@ class SignGNN(nn.Module):
         probe: a :class:`graphnfn.features.ProbeFeatures` (MLP/INR graphs) or None.
         max_kernel: the widest kernel (values per edge) the model accepts.
         zero_output: start the output layers at zero (``edit()`` starts as the identity edit).
+        pool, pool_depths: as :class:`graphnfn.models.GraphNFN`'s.
     """
 
     def __init__(self, d_out: int, readout: str = "invariant", d_hidden: int = 64, n_layers: int = 4,
                  dropout: float = 0.0, fourier: int = 16, fourier_sigma: float = 3.0, positional: bool = True,
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_kernel: int = 9,
-                 max_positions: int = 1024, zero_output: bool = False):
+                 max_positions: int = 1024, zero_output: bool = False, pool: str = "graph", pool_depths: int = 8):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        self.readout, self.probe = readout, probe
+        check_pool(pool, pool_depths)
+        self.readout, self.probe, self.pool, self.pool_depths = readout, probe, pool, pool_depths
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)
         self.layers = nn.ModuleList(SignEquivariantConv(d_hidden, dropout) for _ in range(n_layers))
@@ -112,7 +115,7 @@ class SignGNN(nn.Module):
         if readout == "invariant":
             self.invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
             self.edge_invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
-            self.head = mlp(4 * d_hidden, d_out, 2 * d_hidden)
+            self.head = mlp(pooled_width(d_hidden, pool, pool_depths), d_out, 2 * d_hidden)
         else:
             d_read = d_hidden if readout == "node" else 2 * d_hidden
             self.head = ParityMLP(d_read, d_out, 2 * d_hidden, parity=-1)
@@ -154,7 +157,8 @@ class SignGNN(nn.Module):
             return self.head(h, acted)
         if self.readout == "equivariant":
             return self.head(self._edge_inputs(h, e, data.edge_index), edge_acted)
-        pooled = pool_graphs(self.invariants(h, acted), self.edge_invariants(e, edge_acted), batch, src, num_graphs)
+        pooled = pool_graphs(self.invariants(h, acted), self.edge_invariants(e, edge_acted), batch, data.edge_index,
+                             num_graphs, data.layer if self.pool == "layer" else None, self.pool_depths)
         return self.head(pooled)
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:

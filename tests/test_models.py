@@ -21,13 +21,14 @@ READOUTS = ["invariant", "node", "equivariant"]
 GRAPH_MODELS = BACKBONES + ("sign-gnn",)  # GraphNFN's backbones and SignGNN
 
 
-def model_for(backbone, readout, probe=False, symmetry=None, d_out=3):
+def model_for(backbone, readout, probe=False, symmetry=None, d_out=3, pool="graph"):
     torch.manual_seed(0)
     if backbone == "sign-gnn":
         return SignGNN(d_out, readout=readout, d_hidden=16, n_layers=2, fourier=4,
-                       probe=ProbeFeatures(4, 6) if probe else None).double().eval()
+                       probe=ProbeFeatures(4, 6) if probe else None, pool=pool, pool_depths=3).double().eval()
     return GraphNFN(d_out, backbone=backbone, readout=readout, d_hidden=16, n_layers=2, heads=2, fourier=4,
-                    probe=ProbeFeatures(4, 6) if probe else None, symmetry=symmetry).double().eval()
+                    probe=ProbeFeatures(4, 6) if probe else None, symmetry=symmetry, pool=pool,
+                    pool_depths=3).double().eval()
 
 
 def graphs_of(model, seed):
@@ -53,6 +54,37 @@ def check_equivariance(net, g1, g2, nodes, edges):
 @pytest.mark.parametrize("readout", READOUTS)
 def test_mlp_permutation_symmetry_all_features(backbone, readout, model, seed):
     check_equivariance(model_for(backbone, readout, probe=True), *graphs_of(model, seed))
+
+
+@settings(max_examples=8)
+@given(mlps(max_width=5), st.integers(0, 2**16))
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
+def test_layer_pooling_is_invariant(backbone, model, seed):
+    """pool="layer" (3 depth slots: deeper MLPs share the last) keeps the invariance."""
+    check_equivariance(model_for(backbone, "invariant", probe=True, pool="layer"), *graphs_of(model, seed))
+
+
+def test_layer_pooling_pools_each_depth_apart():
+    """pool_graphs per depth: slot k of graph b holds the mean and max over graph b's nodes at depth k
+    (edges: at their target's depth); deeper nodes share the last slot; empty slots are 0."""
+    from graphnfn.models import pool_graphs
+    g = graphnfn.collate([converters.to_graph(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2), nn.Tanh(),
+                                                            nn.Linear(2, 1))),
+                          converters.to_graph(nn.Sequential(nn.Linear(2, 2)))])
+    h = torch.randn(g.num_nodes, 2, dtype=torch.float64)
+    e = torch.randn(g.num_edges, 2, dtype=torch.float64)
+    out = pool_graphs(h, e, g.batch, g.edge_index, 2, g.layer, depths=3).view(2, 3, 8)
+    dst = g.edge_index[1]
+
+    def mean_max(x, at):
+        return torch.cat([x[at].mean(0), x[at].amax(0)]) if at.any() else torch.zeros(4, dtype=torch.float64)
+
+    for b in range(2):
+        for k in range(3):
+            nodes = (g.batch == b) & (g.layer.clamp(max=2) == k)
+            edges = (g.batch[dst] == b) & (g.layer[dst].clamp(max=2) == k)  # none into the input layer
+            torch.testing.assert_close(out[b, k], torch.cat([mean_max(h, nodes), mean_max(e, edges)]))
+    assert out[1, 2].abs().sum() == 0  # the one-layer network has no depth 2
 
 
 @settings(max_examples=8)
