@@ -33,7 +33,8 @@ class GraphNFN(nn.Module):
         backbone: ``"pna"`` (:class:`graphnfn.nn.EdgePNAConv`) or ``"transformer"``
             (:class:`graphnfn.nn.SparseRelationalAttention`).
         readout: ``"invariant"`` -> [B, d_out] (mean and max of node and edge states
-            per graph, or with ``pool="layer"`` per graph and layer depth: :func:`pool_graphs`); ``"equivariant"`` -> [E, d_out], one output per edge, i.e. per
+            per graph, or with ``pool="layer"`` per graph and layer depth: :func:`pool_graphs`);
+            ``"equivariant"`` -> [E, d_out], one output per edge, i.e. per
             weight, as the parameter-sharing models' equivariant readout; ``"node"`` ->
             [N, d_out], one per neuron. With ``readout="equivariant"`` and ``d_out`` = the
             batch's kernel width, :func:`apply_edge_delta` adds the output to the weights.
@@ -158,6 +159,7 @@ POOLS = ("graph", "layer")
 
 
 def check_pool(pool: str, depths: int) -> None:
+    """ValueError naming the argument for a pooling the readout does not know."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     if depths < 1:
