@@ -52,7 +52,8 @@ class ProbeMLP(nn.Module):
         num_graphs = data.num_graphs if isinstance(data, Batch) else 1
         pos = x[:, NODE_COL["position"]].long()
         is_output = data.node_type == NodeType.OUTPUT
-        torch._assert_async((~is_output | (pos < self.max_outputs)).all(), "a network has more than max_outputs outputs")
+        torch._assert_async((~is_output | (pos < self.max_outputs)).all(),
+                            f"a network has more than max_outputs={self.max_outputs} outputs")
         slots = num_graphs * self.max_outputs  # every other node goes to one discarded slot (no boolean indexing)
         where = torch.where(is_output, batch * self.max_outputs + pos.clamp(0, self.max_outputs - 1), slots)
         return scatter_sum(acts, where, slots + 1)[:slots].reshape(num_graphs, -1)

@@ -6,12 +6,13 @@ command line and :func:`graphnfn.load_model`: one list, one builder.
 
 Names: the graph models (:data:`GRAPH_MODELS`), the parameter-sharing models of
 :mod:`graphnfn.paramshare` (:data:`PARAMSHARE_MODELS`, including the ``stat`` and
-``flat-mlp`` baselines) and two more sanity baselines (:data:`BASELINES`): ``flat-mlp-aug``
+``flat-mlp`` baselines) and three more sanity baselines (:data:`BASELINES`): ``flat-mlp-aug``
 (``flat-mlp`` trained on hidden-neuron-permuted copies; the permutation is the training
 loop's job), ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
 :func:`build` refuses it) and ``probe-mlp`` (:class:`graphnfn.probe_baseline.ProbeMLP`: the
-networks' outputs on the probe inputs, the yardstick of probe features; reads graphs). Readouts are named alike for both families: ``"invariant"``
-([B, d_out]) and ``"equivariant"`` (per-weight outputs for editing).
+networks' outputs on the probe inputs, the yardstick of probe features; reads graphs).
+Readouts are named alike for both families: ``"invariant"`` ([B, d_out]) and
+``"equivariant"`` (per-weight outputs for editing).
 """
 from __future__ import annotations
 

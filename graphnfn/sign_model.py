@@ -169,5 +169,6 @@ class SignGNN(nn.Module):
             raise ValueError("edit() needs a model built with readout='equivariant'")
         h, e, _, _, acted = self.encode(data)
         src, dst = data.edge_index
-        delta = self.head(self._edge_inputs(h, e, data.edge_index), acted.index_select(0, src) | acted.index_select(0, dst))
+        edge_acted = acted.index_select(0, src) | acted.index_select(0, dst)
+        delta = self.head(self._edge_inputs(h, e, data.edge_index), edge_acted)
         return apply_edge_delta(data, delta, self.bias_head(h, acted).squeeze(-1))
