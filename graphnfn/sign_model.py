@@ -27,7 +27,7 @@ from .fourier import FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
 from .models import READOUTS, apply_edge_delta, check_pool, node_layers, pool_graphs, pooled_width, unscaled
 from .nn.blocks import mlp
-from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm
+from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 
 
 def acted_nodes(data: NeuralGraph | Batch) -> Tensor:
@@ -71,9 +71,7 @@ class SignEncoder(nn.Module):
         n_feats = kernel.size(1) * self.edge_fourier.expansion  # zero padding has zero odd features: not needed
         odd_e = nn.functional.linear(self.edge_fourier(kernel), self.edge_odd.weight[:, :n_feats])
         v_e = self.edge_meta(edge_attr[:, :WEIGHT_COL]) + self.edge_type(data.edge_type)
-        src, dst = data.edge_index
-        free = ~(acted.index_select(0, src) | acted.index_select(0, dst))
-        e = odd_e * (1 + v_e) + torch.where(free.unsqueeze(1), v_e, 0)
+        e = odd_e * (1 + v_e) + torch.where(acted_edges(acted, data.edge_index).unsqueeze(1), 0, v_e)
         return h, e
 
 
@@ -144,21 +142,22 @@ class SignGNN(nn.Module):
             h, e = layer(h, data.edge_index, e, batch, num_graphs, acted)
         return self.norm(h), e, batch, num_graphs, acted
 
-    def _edge_inputs(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
-        """[E, 2d]: each edge's state next to the product of its ends' (s_i s_j, like the weight)."""
-        return torch.cat([e, h.index_select(0, edge_index[0]) * h.index_select(0, edge_index[1])], -1)
+    def _edge_outputs(self, h: Tensor, e: Tensor, acted: Tensor, edge_index: Tensor) -> Tensor:
+        """[E, d_out]: the equivariant head (odd) on each edge's state next to the product of its
+        ends' states (which flips with s_i s_j, like the weight)."""
+        pair = h.index_select(0, edge_index[0]) * h.index_select(0, edge_index[1])
+        return self.head(torch.cat([e, pair], -1), acted_edges(acted, edge_index))
 
     def forward(self, data: NeuralGraph | Batch) -> Tensor:
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
         h, e, batch, num_graphs, acted = self.encode(data)
-        src, dst = data.edge_index
-        edge_acted = acted.index_select(0, src) | acted.index_select(0, dst)
         if self.readout == "node":
             return self.head(h, acted)
         if self.readout == "equivariant":
-            return self.head(self._edge_inputs(h, e, data.edge_index), edge_acted)
-        pooled = pool_graphs(self.invariants(h, acted), self.edge_invariants(e, edge_acted), batch, data.edge_index,
-                             num_graphs, data.layer if self.pool == "layer" else None, self.pool_depths)
+            return self._edge_outputs(h, e, acted, data.edge_index)
+        pooled = pool_graphs(self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index)),
+                             batch, data.edge_index, num_graphs, data.layer if self.pool == "layer" else None,
+                             self.pool_depths)
         return self.head(pooled)
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
@@ -168,7 +167,5 @@ class SignGNN(nn.Module):
         if self.readout != "equivariant":
             raise ValueError("edit() needs a model built with readout='equivariant'")
         h, e, _, _, acted = self.encode(data)
-        src, dst = data.edge_index
-        edge_acted = acted.index_select(0, src) | acted.index_select(0, dst)
-        delta = self.head(self._edge_inputs(h, e, data.edge_index), edge_acted)
-        return apply_edge_delta(data, delta, self.bias_head(h, acted).squeeze(-1))
+        return apply_edge_delta(data, self._edge_outputs(h, e, acted, data.edge_index),
+                                self.bias_head(h, acted).squeeze(-1))

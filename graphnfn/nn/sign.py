@@ -38,6 +38,11 @@ from .blocks import reset_children
 from .pna import DEGREE_SCALERS, EdgePNAConv
 
 
+def acted_edges(acted: Tensor, edge_index: Tensor) -> Tensor:
+    """[E] bool: the edges a sign flip can reach (either end acted on), from ``acted`` [N] bool."""
+    return acted.index_select(0, edge_index[0]) | acted.index_select(0, edge_index[1])
+
+
 class ParityMLP(nn.Module):
     """A two-layer SiLU MLP f, taken as its odd (``parity=-1``: (f(x) - f(-x)) / 2) or even
     (``parity=+1``: (f(x) + f(-x)) / 2) part on the rows where the sign group acts, and as f
@@ -130,8 +135,7 @@ class SignEquivariantConv(nn.Module):
         h = h + self.dropout(self.update(torch.cat([hn, *aggregated], -1), acted))
         ends = self.ends(self.norm_edge_h(h))
         pair = ends[:, :d].index_select(0, src) * ends[:, d:].index_select(0, dst)
-        edge_acted = acted.index_select(0, src) | acted.index_select(0, dst)
-        e = e + self.dropout(self.edge_update(torch.cat([en, pair], -1), edge_acted))
+        e = e + self.dropout(self.edge_update(torch.cat([en, pair], -1), acted_edges(acted, edge_index)))
         return h, e
 
     @staticmethod
