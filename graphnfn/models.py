@@ -69,18 +69,17 @@ class GraphNFN(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        check_pool(pool, pool_depths)
         if symmetry not in (None, "sign", "scale"):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
-        self.pool, self.pool_depths = pool, pool_depths
+        self.pooling = GraphPool(pool, pool_depths)
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
             EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
-        d_read = {"invariant": pooled_width(d_hidden, pool, pool_depths), "node": d_hidden,
+        d_read = {"invariant": self.pooling.width(d_hidden), "node": d_hidden,
                   "equivariant": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # equivariant readout: a second head edits the biases (see edit())
@@ -94,8 +93,7 @@ class GraphNFN(nn.Module):
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""
         x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
         dtype = self.norm.weight.dtype
-        batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
-        num_graphs = data.num_graphs if isinstance(data, Batch) else 1
+        batch, num_graphs = graph_index(data)
         num_layers = node_layers(data) if self.symmetry else 0
         x, edge_attr = x.to(dtype), edge_attr.to(dtype)
         probe_h = self.probe_features(data) if self.nodes.probe is not None else None
@@ -113,12 +111,7 @@ class GraphNFN(nn.Module):
         converted: a batch scaled by :class:`graphnfn.training.WeightScaler` is unscaled first
         (its ``weight_scale`` / ``bias_scale``), since a rescaled network computes another
         function. With ``symmetry``, on the canonical form, so the features stay invariant."""
-        x, edge_attr = unscaled(data, self.norm.weight.dtype)
-        num_layers = node_layers(data)
-        if self.symmetry:
-            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
-                                        num_layers, self.symmetry)
-        return self.nodes.probe(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer, num_layers)
+        return probe_activations(self.nodes.probe, data, self.norm.weight.dtype, self.symmetry)
 
     def forward(self, data: NeuralGraph | Batch) -> Tensor:
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
@@ -128,8 +121,7 @@ class GraphNFN(nn.Module):
             return self.head(h)
         if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        return self.head(pool_graphs(h, e, batch, data.edge_index, num_graphs,
-                                     data.layer if self.pool == "layer" else None, self.pool_depths))
+        return self.head(self.pooling(h, e, data, batch, num_graphs))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -141,6 +133,26 @@ class GraphNFN(nn.Module):
         src, dst = data.edge_index
         delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
         return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1))
+
+
+def graph_index(data: NeuralGraph | Batch) -> tuple[Tensor, int]:
+    """(batch [N]: each node's graph, B) of a Batch, or of one NeuralGraph (graph 0)."""
+    batch = getattr(data, "batch", None)
+    batch = batch if batch is not None else data.x.new_zeros(data.x.size(0), dtype=torch.long)
+    return batch, data.num_graphs if isinstance(data, Batch) else 1
+
+
+def probe_activations(probe: ProbeFeatures, data: NeuralGraph | Batch, dtype: torch.dtype,
+                      symmetry: str | None = None) -> Tensor:
+    """[N, P]: every neuron's activation on ``probe``'s inputs, computed on the networks as
+    converted (:func:`unscaled`: a rescaled network computes another function); with
+    ``symmetry``, on their canonical form (:func:`graphnfn.canonical.canonicalize`)."""
+    x, edge_attr = unscaled(data, dtype)
+    num_layers = node_layers(data)
+    if symmetry:
+        x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                    num_layers, symmetry)
+    return probe(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer, num_layers)
 
 
 def unscaled(data: NeuralGraph | Batch, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -158,17 +170,31 @@ def unscaled(data: NeuralGraph | Batch, dtype: torch.dtype) -> tuple[Tensor, Ten
 POOLS = ("graph", "layer")
 
 
-def check_pool(pool: str, depths: int) -> None:
-    """ValueError naming the argument for a pooling the readout does not know."""
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    if depths < 1:
-        raise ValueError(f"pool_depths must be >= 1, got {depths}")
+class GraphPool(nn.Module):
+    """The invariant readout's pooling (no parameters): each graph whole (``pool="graph"``) or
+    each of its first ``depths`` layer depths apart (``"layer"``; :func:`pool_graphs`).
 
+    h [N, d], e [E, d] of a batch -> [B, width(d)].
+    """
 
-def pooled_width(d: int, pool: str, depths: int) -> int:
-    """Features per graph from :func:`pool_graphs` of d-wide node and edge states."""
-    return 4 * d * (depths if pool == "layer" else 1)
+    def __init__(self, pool: str = "graph", depths: int = 8):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if depths < 1:
+            raise ValueError(f"pool_depths must be >= 1, got {depths}")
+        self.pool, self.depths = pool, depths
+
+    def width(self, d: int) -> int:
+        """Features per graph of d-wide node and edge states."""
+        return 4 * d * (self.depths if self.pool == "layer" else 1)
+
+    def forward(self, h: Tensor, e: Tensor, data: NeuralGraph | Batch, batch: Tensor, num_graphs: int) -> Tensor:
+        return pool_graphs(h, e, batch, data.edge_index, num_graphs,
+                           data.layer if self.pool == "layer" else None, self.depths)
+
+    def extra_repr(self) -> str:
+        return f"pool={self.pool!r}, depths={self.depths}"
 
 
 def pool_graphs(h: Tensor, e: Tensor, batch: Tensor, edge_index: Tensor, num_graphs: int,

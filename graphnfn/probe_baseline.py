@@ -15,7 +15,7 @@ from torch_geometric.data import Batch
 
 from .features import ProbeFeatures
 from .graph import NODE_COL, NeuralGraph, NodeType
-from .models import node_layers, unscaled
+from .models import graph_index, probe_activations
 from .nn.aggregate import scatter_sum
 from .nn.blocks import mlp
 
@@ -44,13 +44,10 @@ class ProbeMLP(nn.Module):
 
     def rendered(self, data: NeuralGraph | Batch) -> Tensor:
         """[B, max_outputs * P]: each network's output neurons on the probe inputs (the run is
-        on the unscaled weights: :func:`graphnfn.models.unscaled`)."""
-        x, edge_attr = unscaled(data, self.probe.probes.dtype)
-        acts = self.probe(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
-                          node_layers(data))
-        batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
-        num_graphs = data.num_graphs if isinstance(data, Batch) else 1
-        pos = x[:, NODE_COL["position"]].long()
+        on the unscaled weights: :func:`graphnfn.models.probe_activations`)."""
+        acts = probe_activations(self.probe, data, self.probe.probes.dtype)
+        batch, num_graphs = graph_index(data)
+        pos = data.x[:, NODE_COL["position"]].long()
         is_output = data.node_type == NodeType.OUTPUT
         torch._assert_async((~is_output | (pos < self.max_outputs)).all(),
                             f"a network has more than max_outputs={self.max_outputs} outputs")

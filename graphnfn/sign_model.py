@@ -25,7 +25,7 @@ from .canonical import SIGN_ACTIVATIONS, eligible
 from .features import NodeEncoder, ProbeFeatures
 from .fourier import FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
-from .models import READOUTS, apply_edge_delta, check_pool, node_layers, pool_graphs, pooled_width, unscaled
+from .models import READOUTS, GraphPool, apply_edge_delta, graph_index, probe_activations
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 
@@ -104,8 +104,7 @@ class SignGNN(nn.Module):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        check_pool(pool, pool_depths)
-        self.readout, self.probe, self.pool, self.pool_depths = readout, probe, pool, pool_depths
+        self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths)
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)
         self.layers = nn.ModuleList(SignEquivariantConv(d_hidden, dropout) for _ in range(n_layers))
@@ -113,7 +112,7 @@ class SignGNN(nn.Module):
         if readout == "invariant":
             self.invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
             self.edge_invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
-            self.head = mlp(pooled_width(d_hidden, pool, pool_depths), d_out, 2 * d_hidden)
+            self.head = mlp(self.pooling.width(d_hidden), d_out, 2 * d_hidden)
         else:
             d_read = d_hidden if readout == "node" else 2 * d_hidden
             self.head = ParityMLP(d_read, d_out, 2 * d_hidden, parity=-1)
@@ -129,14 +128,9 @@ class SignGNN(nn.Module):
         the acted-on nodes [N] bool."""
         dtype = self.norm.weight.dtype
         x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
-        batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
-        num_graphs = data.num_graphs if isinstance(data, Batch) else 1
+        batch, num_graphs = graph_index(data)
         acted = acted_nodes(data)
-        probe_h = None
-        if self.probe is not None:
-            raw_x, raw_edges = unscaled(data, dtype)
-            probe_h = self.probe(raw_x, data.edge_index, raw_edges, data.node_type, data.edge_type, data.layer,
-                                 node_layers(data))
+        probe_h = probe_activations(self.probe, data, dtype) if self.probe is not None else None
         h, e = self.encoder(data, x, edge_attr, acted, probe_h)
         for layer in self.layers:
             h, e = layer(h, data.edge_index, e, batch, num_graphs, acted)
@@ -155,10 +149,8 @@ class SignGNN(nn.Module):
             return self.head(h, acted)
         if self.readout == "equivariant":
             return self._edge_outputs(h, e, acted, data.edge_index)
-        pooled = pool_graphs(self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index)),
-                             batch, data.edge_index, num_graphs, data.layer if self.pool == "layer" else None,
-                             self.pool_depths)
-        return self.head(pooled)
+        invariants = self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index))
+        return self.head(self.pooling(*invariants, data, batch, num_graphs))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out] output
