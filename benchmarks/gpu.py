@@ -65,7 +65,7 @@ REQUIRES = {
 SIZES = {
     False: {"pytest": [], "cases": ZOO_CASES + LARGE_CASES, "repeat": 3, "fresh": True, "layer_batch": None,
             "batch": 64, "inrs": None, "fit_batch": 4096, "zoo_limit": 2000, "zoo_steps": None, "steps": 300},
-    True: {"pytest": ["-k", "never_reads and invariant-pna-False"], "cases": ZOO_CASES[:1], "repeat": 1,
+    True: {"pytest": ["-k", "never_reads and invariant-graph-pna-False"], "cases": ZOO_CASES[:1], "repeat": 1,
            "fresh": False, "layer_batch": 2, "batch": 2, "inrs": 16, "fit_batch": 8, "zoo_limit": 40,
            "zoo_steps": 3, "steps": 2},
 }

@@ -58,9 +58,11 @@ class NodeEncoder(nn.Module):
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_positions: int = 1024,
                  max_layers: int = 64):
         super().__init__()
-        self.scalar_cols = [NODE_COL[c] for c in NODE_SCALARS]
+        # a buffer, not a list: indexing a CUDA tensor with a list copies the list to the device
+        # from pageable memory, which blocks the host
+        self.register_buffer("scalar_cols", torch.tensor([NODE_COL[c] for c in NODE_SCALARS]), persistent=False)
         self.fourier = FourierFeatures(fourier, sigma)
-        self.scalars = nn.Linear(len(self.scalar_cols) * self.fourier.expansion + len(Activation), d)
+        self.scalars = nn.Linear(len(NODE_SCALARS) * self.fourier.expansion + len(Activation), d)
         self.node_type = nn.Embedding(len(NodeType), d)
         self.max_positions = max_positions
         self.positions = nn.ModuleDict({t.name: nn.Embedding(max_positions, d) for t in POSITIONED}) if positional else None
@@ -69,7 +71,7 @@ class NodeEncoder(nn.Module):
         self.probe_proj = nn.Linear(probe.n_probes, d) if probe is not None else None
 
     def forward(self, x: Tensor, node_type: Tensor, layer: Tensor, probe_h: Tensor | None = None) -> Tensor:
-        feats = torch.cat([self.fourier(x[:, self.scalar_cols]), x[:, ACT_COLS]], 1)
+        feats = torch.cat([self.fourier(x.index_select(1, self.scalar_cols)), x[:, ACT_COLS]], 1)
         h = self.scalars(feats) + self.node_type(node_type)
         if self.positions is not None:
             pos = x[:, NODE_COL["position"]].long()

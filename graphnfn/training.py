@@ -194,12 +194,15 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         sched.step()
-        total, count, seen = total + loss.item() * y.size(0), count + y.size(0), seen + y.size(0)
+        # summed on the device (in float64, as Python floats would be): reading the loss every step
+        # would make the host wait for the GPU instead of preparing the next batch
+        total, count, seen = total + loss.detach().double() * y.size(0), count + y.size(0), seen + y.size(0)
         if step % eval_every and step != steps:
             continue
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds += time.perf_counter() - start
+        total = float(total)
         if distributed:  # the train loss over every process's part of the batches
             sums = torch.tensor([total, count], dtype=torch.float64, device=dev)
             dist.all_reduce(sums)
