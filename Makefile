@@ -41,11 +41,11 @@ bench: $(STAMP)
 gpu-check:
 	$(PYTHON_RUN) -m benchmarks.gpu
 
-# Small packages the GPU machine may lack, installed into .gpu-deps/ (carry it with the tree;
-# benchmarks.gpu puts it on sys.path). scipy, which graphnfn.paramshare and graphnfn.training import,
-# is too large to carry: the parts needing it are skipped where it is missing.
+# What the lent GPU machines' image lacks (sacred and the pure-Python packages it needs, setuptools
+# for its pkg_resources), installed into .gpu-deps/ (carry it with the tree; benchmarks.gpu puts it
+# on sys.path). --no-deps: the image has the rest, built for its own Python.
 gpu-deps: $(STAMP)
-	$(BIN)/pip install --quiet --target .gpu-deps sacred tqdm safetensors pytest hypothesis
+	$(BIN)/pip install --quiet --no-deps --target .gpu-deps sacred docopt-ng jsonpickle munch GitPython gitdb smmap "setuptools<81"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs zoos

@@ -25,10 +25,9 @@ comparable with the Fashion-MNIST goal).
 Dependencies: torch, torch_geometric, numpy, plus per part what ``REQUIRES`` lists (tqdm
 and safetensors: graphnfn.zoo; scipy: graphnfn.paramshare and graphnfn.training; sacred:
 the experiments; pytest and hypothesis: the tests). A part whose modules are missing is
-skipped with their names. The small ones can travel with the tree: ``make gpu-deps``
-installs them into .gpu-deps/ (29 MB; carry ".gpu-deps"), which this script puts on its own
-and its subprocesses' path where a module is missing without it; scipy (143 MB) is too
-large to carry.
+skipped with their names. The lent machines' image lacks only sacred: ``make gpu-deps``
+installs it and what it needs into .gpu-deps/ (15 MB; carry ".gpu-deps"), which this script
+puts on its own and its subprocesses' path where a module is missing without it.
 Writes benchmarks/results/gpu-<date>-<time>.json and prints a summary. Not part of the tests.
 """
 from __future__ import annotations
