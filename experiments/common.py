@@ -20,7 +20,7 @@ from torch.utils.data import DistributedSampler
 
 from graphnfn import registry
 from graphnfn.paramshare.align import AlignLinear
-from graphnfn.registry import family
+from graphnfn.registry import family, learns
 from graphnfn.trained import save_model, spec_record
 from graphnfn.devices import resolve_device
 from graphnfn.memory import process_peak_bytes
@@ -78,7 +78,7 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
     Under torchrun (:mod:`experiments.distributed`) a trained model's train batches are this
     process's part: a DistributedSampler's share of the split, ``batch_size / world_size`` per batch."""
     loader = graph_loader if family(cfg["model"]) == "graph" else weight_space_loader
-    shared = distributed.launched() and family(cfg["model"]) != "align"  # align-linear fits alone, on all
+    shared = distributed.launched() and learns(cfg["model"])  # the baselines that learn nothing fit alone, on all
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
@@ -139,15 +139,15 @@ class _Mapped:
 
 def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None,
              card: dict[str, Any] | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Train ``model`` for the step budget (or fit the align-linear baseline when ``model`` is
-    None); log every evaluation to the Sacred run, save the best checkpoint with its ``card``
+    """Train ``model`` for the step budget (or, when ``model`` is None, fit the baseline
+    cfg['model'] that learns nothing: :func:`fit_reference`); log every evaluation to the Sacred run, save the best checkpoint with its ``card``
     (:func:`model_card`) as an artifact, return the summary the tables are made from.
     ``checkpoint``: fit's training-state file (:mod:`experiments.resume`), continued if it exists."""
     torch.manual_seed(cfg["seed"])
     start = time.perf_counter()
     if model is None:
-        result = fit_align_linear(loaders, task)
-        encoding = "raw (aligned)"
+        result = fit_reference(cfg["model"], loaders, task)
+        encoding = REFERENCE_ENCODINGS[cfg["model"]]
     else:
         log = _run.log_scalar if _run is not None else None
         result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, steps=cfg["steps"],
@@ -175,22 +175,41 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
     return summary
 
 
-def fit_align_linear(loaders: dict, task: Task) -> FitResult:
-    """The align-linear baseline on weight-space loaders, reported like a trained model
-    (regularisation chosen on val; no steps, no state)."""
-    kind = {"classification": "classification", "regression": "regression"}.get(task.name)
-    if kind is None:
-        raise ValueError(f"align-linear has no {task.name} readout (it classifies or regresses)")
+#: what each baseline that learns nothing reads
+REFERENCE_ENCODINGS = {"align-linear": "raw (aligned)", "no-edit": "the INR's own image",
+                       "mean-target": "no input: the train split's mean target"}
+
+
+def fit_reference(name: str, loaders: dict, task: Task) -> FitResult:
+    """A baseline that learns nothing (``registry.learns``), on weight-space loaders, reported
+    like a trained model (no steps, no state): ``align-linear`` (neuron matching + a linear
+    model, its regularisation chosen on val), ``no-edit`` (the task's ``identity``: each INR's
+    own image) or ``mean-target`` (the train split's mean target for every input)."""
     start = time.perf_counter()
-    baseline = AlignLinear(kind).fit(loaders["train"], loaders["val"])
+    if name == "align-linear":
+        kind = {"classification": "classification", "regression": "regression"}.get(task.name)
+        if kind is None:
+            raise ValueError(f"align-linear has no {task.name} readout (it classifies or regresses)")
+        baseline = AlignLinear(kind).fit(loaders["train"], loaders["val"])
+        predict, parameters = baseline.predict, baseline.num_parameters
+    elif name == "no-edit":
+        if task.identity is None:
+            raise ValueError(f"no-edit: the {task.name} task has no identity prediction (editing has)")
+        predict, parameters = task.identity, 0
+    elif name == "mean-target":
+        ys = torch.cat([split_batch(b)[1] for b in loaders["train"]]).double()
+        mean = ys.mean(0)
+        predict, parameters = (lambda inputs: mean.expand(inputs.batch_size, *mean.shape)), mean.numel()
+    else:
+        raise ValueError(f"{name} is not a baseline that learns nothing")
     seconds = time.perf_counter() - start
 
     def score(batches) -> dict[str, float]:
-        preds, ys = zip(*((baseline.predict(inputs), y) for inputs, y in map(split_batch, batches)))
+        preds, ys = zip(*((predict(inputs), y) for inputs, y in map(split_batch, batches)))
         pred, y = torch.cat(preds), torch.cat(ys)
         return {**task.metrics(pred, y), "loss": task.loss(pred, y).item()}
 
     seen = sum(split_batch(b)[1].size(0) for b in loaders["train"])
     peak = process_peak_bytes(torch.device("cpu")) / 2**20
     return FitResult(0, score(loaders["val"]), score(loaders["test"]), seconds, seen / max(seconds, 1e-9), peak,
-                     baseline.num_parameters, [], {})
+                     parameters, [], {})

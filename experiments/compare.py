@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from graphnfn.memory import METHODS, PeakMemory
-from graphnfn.registry import family
+from graphnfn.registry import learns
 from experiments.config import check_config, new_experiment, run_directory
 from experiments.resume import check_same_config, checkpoint_file
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
@@ -108,13 +108,19 @@ def markdown_table(rows: list[dict], title: str) -> str:
         cells = [value] + [f"{r['extra'][k]:.4f}" for k in extra]
         lines.append(f"| {r['model']} | {r['family']} | {r['encoding']} | " + " | ".join(cells)
                      + f" | {r['parameters']:,} | {r['steps'] or '-'} | {r['train_seconds']:.1f}"
-                     f" | {r['examples_per_second']:.0f} | {r['peak_memory_mib']:.0f} | {_mib(r['own_memory_mib'])} |")
+                     f" | {_throughput(r)} | {r['peak_memory_mib']:.0f} | {_mib(r['own_memory_mib'])} |")
     methods = sorted({METHODS[r["memory_method"]] for r in rows})
     lines += ["", "Bold: the best mean; ≈: mean ± std overlaps the best's (not separable with these seeds). "
-              "align-linear fits no steps (its regularisation is chosen on val). Memory of each (model, seed) "
+              "align-linear, no-edit and mean-target learn nothing (align-linear's regularisation is chosen on "
+              "val). Memory of each (model, seed) "
               "pair on its own (zoo, loaders, training, test), of the seed that held the most; peak MiB: "
               + "; ".join(methods) + "; own MiB: that peak less what the process held when the pair began."]
     return "\n".join(lines) + "\n"
+
+
+def _throughput(row: dict) -> str:
+    """Networks per second; none for an editing reference, which reads no weights to speak of."""
+    return "-" if row["family"] == "reference" else f"{row['examples_per_second']:.0f}"
 
 
 def _mib(value: float | None) -> str:
@@ -259,7 +265,7 @@ def run_model(cfg: dict, model: str, _run, done: dict[str, dict]) -> list[dict]:
             checkpoint.unlink(missing_ok=True)
         return result
 
-    configs = tuning_configs(cfg) if family(model) != "align" else [{}]
+    configs = tuning_configs(cfg) if learns(model) else [{}]
     tried = [one(i, options, cfg["seeds"][0]) for i, options in enumerate(configs)]
     sign = 1 if tried[0]["higher_is_better"] else -1
     best = max(range(len(tried)), key=lambda i: sign * tried[i]["val"][tried[i]["metric"]])

@@ -79,7 +79,7 @@ NAMED_CONFIGS = {"quick": quick, "fmnist": fmnist}
 def check_config(cfg: dict, models: list[str], task: str) -> None:
     """ValueError naming the key for a dataset, model or task that does not exist, before
     any zoo is made or any model trains."""
-    from graphnfn.registry import family
+    from graphnfn.registry import EDIT_REFERENCES, family
     from experiments.tasks import TASKS
 
     if task not in TASKS:
@@ -92,6 +92,9 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     for baseline in ("align-linear", "probe-mlp"):
         if baseline in models and TASKS[task].readout != "invariant":
             raise ValueError(f"{baseline} has no {task} readout: leave it out of models")
+    for reference in EDIT_REFERENCES:
+        if reference in models and TASKS[task].readout != "equivariant":
+            raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 

@@ -21,7 +21,7 @@ from graphnfn.training import Task, classification_task, regression_task
 from graphnfn.zoo import Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo, siren_recipe
 from graphnfn.zoo.siren import siren_forward
 
-from .common import build_model, ensure_zoo, family, make_loaders, model_card, run_task
+from .common import build_model, ensure_zoo, learns, make_loaders, model_card, run_task
 from .config import check_config, new_experiment, run_directory
 from .resume import check_same_config, checkpoint_file
 
@@ -62,27 +62,30 @@ def _classifier_zoo(kind: str, cfg: dict) -> Zoo:
 
 def editing_task(resolution: int, w0: float) -> Task:
     """Predict the edited INR; the loss is the MSE between the image it draws and
-    the edited image ([B, 1, R, R] in [0, 1])."""
+    the edited image ([B, 1, R, R] in [0, 1]). The task's ``identity`` is the image
+    each INR draws unedited (the ``no-edit`` yardstick)."""
     coords = coordinate_grid(resolution)
 
-    def predict(model: nn.Module, inputs) -> Tensor:
-        grid = coords.to(device=next(model.parameters()).device)
-        if isinstance(inputs, WeightSpace):  # paramshare: equivariant deltas on the weights and biases
-            edited = inputs + model(inputs)
-            params = [t[:, 0] for pair in zip(edited.weights, edited.biases) for t in pair]
-            out = siren_forward(params, grid.to(params[0].dtype), w0)[..., 0]
-        else:  # graph model: edited graph, drawn by running it on the grid
-            g = model.edit(inputs)
-            h = run_graph(grid.to(g.x.dtype), g.x, g.edge_index, g.edge_attr, g.node_type, g.edge_type, g.layer,
-                          max(len(s.node_groups) for s in g.spec))
-            out = h[g.node_type == NodeType.OUTPUT].reshape(-1, grid.size(0))
+    def draw(inputs) -> Tensor:
+        """[B, 1, R, R]: the images the INRs of a weight space or a graph batch draw."""
+        if isinstance(inputs, WeightSpace):
+            params = [t[:, 0] for pair in zip(inputs.weights, inputs.biases) for t in pair]
+            out = siren_forward(params, coords.to(params[0]), w0)[..., 0]
+        else:  # a graph batch, drawn by running it on the grid
+            h = run_graph(coords.to(inputs.x), inputs.x, inputs.edge_index, inputs.edge_attr, inputs.node_type,
+                          inputs.edge_type, inputs.layer, max(len(s.node_groups) for s in inputs.spec))
+            out = h[inputs.node_type == NodeType.OUTPUT].reshape(-1, coords.size(0))
         return ((out + 1) / 2).reshape(-1, 1, resolution, resolution)
+
+    def predict(model: nn.Module, inputs) -> Tensor:
+        # paramshare: equivariant deltas on the weights and biases; graph model: the edited graph
+        return draw(inputs + model(inputs) if isinstance(inputs, WeightSpace) else model.edit(inputs))
 
     def metrics(pred: Tensor, y: Tensor) -> dict[str, float]:
         return {"mse": F.mse_loss(pred, y).item()}
 
     return Task("editing", lambda p, y: F.mse_loss(p, y.to(p.dtype)), metrics, "mse", higher_is_better=False,
-                predict=predict)
+                predict=predict, identity=draw)
 
 
 @dataclass
@@ -145,7 +148,7 @@ def run(cfg: dict, task_name: str, _run=None, checkpoint: Path | None = None) ->
     cfg = {**cfg, "steps": cfg["steps"] or (50 if cfg["quick"] else spec.steps)}
     torch.manual_seed(cfg["seed"])
     card = model_card(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs, scaler, task_name)
-    model = None if family(cfg["model"]) == "align" else build_model(card, inputs)
+    model = build_model(card, inputs) if learns(cfg["model"]) else None
     summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run, card, checkpoint)
     summary["zoo"] = {"path": str(zoo.root), "kind": zoo.config.get("kind"),
                       "init": zoo.config.get("hparams", {}).get("init")}

@@ -10,7 +10,9 @@ Names: the graph models (:data:`GRAPH_MODELS`), the parameter-sharing models of
 (``flat-mlp`` trained on hidden-neuron-permuted copies; the permutation is the training
 loop's job), ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
 :func:`build` refuses it) and ``probe-mlp`` (:class:`graphnfn.probe_baseline.ProbeMLP`: the
-networks' outputs on the probe inputs, the yardstick of probe features; reads graphs).
+networks' outputs on the probe inputs, the yardstick of probe features; reads graphs), plus
+editing's two yardsticks (:data:`EDIT_REFERENCES`, fitted on nothing): ``no-edit`` (each INR's
+own image) and ``mean-target`` (the train split's mean edited image for every INR).
 Readouts are named alike for both families: ``"invariant"`` ([B, d_out]) and
 ``"equivariant"`` (per-weight outputs for editing).
 """
@@ -28,22 +30,31 @@ SIGN_GNN = "sign-gnn"
 GRAPH_MODELS = BACKBONES + (SIGN_GNN,)  # GraphNFN is named by its backbone
 PARAMSHARE_MODELS = tuple(paramshare.MODELS)
 PROBE_MLP = "probe-mlp"  # reads graph batches, needs probe inputs
-BASELINES = ("flat-mlp-aug", "align-linear", PROBE_MLP)
+EDIT_REFERENCES = ("no-edit", "mean-target")  # editing's yardsticks: what learning has to beat
+BASELINES = ("flat-mlp-aug", "align-linear", PROBE_MLP) + EDIT_REFERENCES
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
 READOUTS = ("invariant", "equivariant")
 
 
 def family(name: str) -> str:
-    """``"graph"`` (reads NeuralGraph batches), ``"paramshare"`` (reads weight spaces) or
-    ``"align"`` (the non-learning align-linear baseline, on weight spaces)."""
+    """``"graph"`` (reads NeuralGraph batches), ``"paramshare"`` (reads weight spaces),
+    ``"align"`` (the non-learning align-linear baseline, on weight spaces) or ``"reference"``
+    (an editing yardstick, on weight spaces)."""
     if name in GRAPH_MODELS or name == PROBE_MLP:
         return "graph"
     if name == "align-linear":
         return "align"
+    if name in EDIT_REFERENCES:
+        return "reference"
     if name in PARAMSHARE_MODELS + BASELINES:
         return "paramshare"
     raise ValueError(f"unknown model {name!r}: choose a graph model {GRAPH_MODELS}, a parameter-sharing model "
                      f"{PARAMSHARE_MODELS} or a baseline {BASELINES}")
+
+
+def learns(name: str) -> bool:
+    """False for the baselines fitted without gradient steps (align-linear, the editing references)."""
+    return family(name) not in ("align", "reference")
 
 
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
@@ -66,8 +77,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     zero_output = zero_output and readout == "equivariant"
     kind = family(name)
-    if kind == "align":
-        raise ValueError("align-linear is not a module: use graphnfn.paramshare.AlignLinear")
+    if not learns(name):
+        raise ValueError(f"{name} is not a module: it learns nothing (align-linear: graphnfn.paramshare.AlignLinear)")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
         if name == PROBE_MLP:

@@ -58,7 +58,9 @@ class Task:
 
     ``predict(model, inputs)`` -> predictions (default: ``model(inputs)``);
     ``loss(pred, y)``; ``metrics(preds, ys)`` over a whole split -> dict;
-    ``main``: the metric that picks the best epoch; ``higher_is_better``.
+    ``main``: the metric that picks the best epoch; ``higher_is_better``;
+    ``identity(inputs)``: what leaving the inputs as they are predicts, where a task has
+    such a yardstick (editing: each INR's own image).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Task:
     main: str
     higher_is_better: bool = True
     predict: Callable[[nn.Module, object], Tensor] = field(default=lambda model, inputs: model(inputs))
+    identity: Callable[[object], Tensor] | None = None
 
 
 def classification_task() -> Task:

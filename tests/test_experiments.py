@@ -46,6 +46,40 @@ def test_compare_writes_table_and_plots(tmp_path):
     assert config["seeds"] == [0, 1] and config["seed"] == 0
 
 
+def test_editing_references_score_what_they_claim(tmp_path):
+    """no-edit scores each test INR's own image, mean-target the train split's mean edited image;
+    the INRs are drawn once from weight spaces and once by running their graphs, which must agree."""
+    from experiments.common import make_loaders
+    from experiments.compare import ex
+    from experiments.tasks import TASKS, _siren_zoo
+    from graphnfn.training import split_batch
+
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_editing",
+                                 "models": ["stat", "no-edit", "mean-target"], "seeds": [0, 1]})
+    rows = {r["model"]: r for r in run.info["rows"]}
+    assert rows["no-edit"]["family"] == rows["mean-target"]["family"] == "reference"
+    assert rows["no-edit"]["steps"] is None and rows["no-edit"]["std"] == 0.0
+    cfg, spec = dict(run.config), TASKS["inr_editing"]
+    zoo = _siren_zoo(cfg)
+    task, target = spec.task(cfg, zoo), spec.target(cfg, zoo)
+    spaces, _ = make_loaders({**cfg, "model": "stat"}, zoo, target, scale=False)
+    graphs, _ = make_loaders({**cfg, "model": "pna"}, zoo, target, scale=False)
+    drawn = torch.cat([task.identity(split_batch(b)[0]) for b in spaces["test"]])
+    run_drawn = torch.cat([task.identity(split_batch(b)[0]) for b in graphs["test"]])
+    torch.testing.assert_close(drawn, run_drawn, rtol=1e-4, atol=1e-5)
+    y_test = torch.cat([split_batch(b)[1] for b in spaces["test"]])
+    mean = torch.cat([split_batch(b)[1] for b in spaces["train"]]).double().mean(0)
+    assert rows["no-edit"]["mean"] == pytest.approx(torch.mean((drawn - y_test) ** 2).item(), rel=1e-5)
+    assert rows["mean-target"]["mean"] == pytest.approx(torch.mean((mean - y_test.double()) ** 2).item(), rel=1e-5)
+    assert rows["mean-target"]["mean"] < rows["no-edit"]["mean"]  # the tiny zoo's INRs draw their digits
+    table = (tmp_path / "runs" / str(run._id) / "results.md").read_text()
+    assert "| no-edit | reference | the INR's own image |" in table
+    with pytest.raises(ValueError, match="no-edit is a yardstick of editing"):
+        ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_classification",
+                               "models": ["stat", "no-edit"], "seeds": [0]})
+
+
 @pytest.mark.parametrize("module, model, metric", [
     ("cnn_generalization", "nfn-hnp", "tau"),
     ("inr_editing", "transformer", "mse"),
