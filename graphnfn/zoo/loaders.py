@@ -14,11 +14,12 @@ Both apply the same optional :class:`~graphnfn.zoo.augment.WeightAugment`.
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 import converters
@@ -28,6 +29,7 @@ from graphnfn.paramshare import AttentionWeightSpace, WeightSpace, concat
 from .augment import WeightAugment
 from .editing import edit_images
 from .source import Zoo, ZooSource, record_value
+from .templates import ConversionTemplates
 
 Target = str | Callable[[dict], object]
 
@@ -52,27 +54,36 @@ class _ZooItems(Dataset):
         value = self.target(record) if callable(self.target) else record_value(record, self.target)
         return torch.as_tensor(value)
 
-    def _module(self, i: int) -> nn.Module:
+    def _converted(self, i: int, templates: ConversionTemplates):
+        """Entry i converted (one full conversion per architecture: :mod:`.templates`)."""
         # a fresh module per item: converters may hand out views of its parameters
-        return self.source.module(i, self.augment)
+        arch = self.source.records[i]["arch"]
+        return templates(json.dumps(arch, sort_keys=True), self.source.module(i, self.augment))
 
 
 class GraphZooDataset(_ZooItems):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.templates = ConversionTemplates(converters.to_graph)
+
     def __getitem__(self, j: int) -> NeuralGraph:
         i = self.indices[j]
-        g = converters.to_graph(self._module(i))
+        g = self._converted(i, self.templates)
         g.y = self._target(i).unsqueeze(0)
         g.zoo_entry = torch.tensor([i])  # position in the source (not named *index*: PyG would offset it)
         return g
 
 
 class WeightSpaceZooDataset(_ZooItems):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.templates = ConversionTemplates(converters.to_weight_space)
+        self.attention_templates = ConversionTemplates(converters.to_attention_weight_space)
+
     def __getitem__(self, j: int) -> tuple[WeightSpace | AttentionWeightSpace, Tensor]:
         i = self.indices[j]
-        module = self._module(i)
-        if self.source.records[i]["arch"]["name"] == "vit":
-            return converters.to_attention_weight_space(module), self._target(i)
-        return converters.to_weight_space(module), self._target(i)
+        vit = self.source.records[i]["arch"]["name"] == "vit"
+        return self._converted(i, self.attention_templates if vit else self.templates), self._target(i)
 
 
 def collate_weight_spaces(items: Sequence[tuple[WeightSpace | AttentionWeightSpace, Tensor]]):
