@@ -140,8 +140,9 @@ class _Mapped:
 def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run=None,
              card: dict[str, Any] | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
     """Train ``model`` for the step budget (or, when ``model`` is None, fit the baseline
-    cfg['model'] that learns nothing: :func:`fit_reference`); log every evaluation to the Sacred run, save the best checkpoint with its ``card``
-    (:func:`model_card`) as an artifact, return the summary the tables are made from.
+    cfg['model'] that learns nothing: :func:`fit_reference`); log every evaluation to the
+    Sacred run, save the best checkpoint with its ``card`` (:func:`model_card`) as an
+    artifact, return the summary the tables are made from.
     ``checkpoint``: fit's training-state file (:mod:`experiments.resume`), continued if it exists."""
     torch.manual_seed(cfg["seed"])
     start = time.perf_counter()
