@@ -32,7 +32,7 @@ from . import distributed
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
 MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output",
-              "pool")
+              "edit_scale", "pool")
 
 
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:

@@ -48,6 +48,7 @@ def shared_config():
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
+    edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed
     zoo_limit = None  # entries in the default zoo (None: the recipe's)
     zoo_steps = None  # SIREN fitting steps (None: the recipe's)

@@ -53,6 +53,8 @@ class GraphNFN(nn.Module):
         max_kernel: the widest kernel (values per edge) the model accepts.
         zero_output: start with the output layer (and the equivariant readout's bias
             head) at zero, so that ``edit()`` starts as the identity edit.
+        edit_scale: ``edit()`` multiplies its deltas by learned per-depth scales starting at
+            this value (:class:`EditScale`); None: unscaled.
         edge_chunk_values: edge features of more values than this (edges x
             features) are encoded a chunk of edges at a time under activation
             checkpointing (see :class:`graphnfn.features.EdgeEncoder`).
@@ -62,7 +64,7 @@ class GraphNFN(nn.Module):
                  n_layers: int = 4, heads: int = 4, dropout: float = 0.0, fourier: int = 16,
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
-                 max_positions: int = 1024, zero_output: bool = False,
+                 max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
                  edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8):
         super().__init__()
         if backbone not in BACKBONES:
@@ -88,6 +90,7 @@ class GraphNFN(nn.Module):
             for head in filter(None, (self.head, self.bias_head)):
                 for param in head[-1].parameters():
                     nn.init.zeros_(param)
+        self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
 
     def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int]:
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""
@@ -132,7 +135,7 @@ class GraphNFN(nn.Module):
         h, e, _, _ = self.encode(data)
         src, dst = data.edge_index
         delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1))
+        return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1), self.edit_scale)
 
 
 def graph_index(data: NeuralGraph | Batch) -> tuple[Tensor, int]:
@@ -219,11 +222,35 @@ def pool_graphs(h: Tensor, e: Tensor, batch: Tensor, edge_index: Tensor, num_gra
     return pooled.reshape(num_graphs, -1)
 
 
-def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None) -> NeuralGraph | Batch:
+class EditScale(nn.Module):
+    """Learned scales of an edit: one per layer depth for the weights (an edge counts at its
+    target's depth, deeper layers share the last of ``depths``) and one per depth for the
+    biases, all starting at ``init``. A small first edit keeps the edited network near its
+    input (a SIREN's first layer multiplies weight deltas by w0 = 30), and each depth learns
+    how far to move. A scalar per depth commutes with relabelling neurons and with sign flips.
+
+    ``forward(data, delta [E, k], bias_delta [N])`` -> the scaled (delta, bias_delta)."""
+
+    def __init__(self, init: float, depths: int = 64):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((depths,), float(init)))
+        self.bias = nn.Parameter(torch.full((depths,), float(init)))
+
+    def forward(self, data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor) -> tuple[Tensor, Tensor]:
+        layer = data.layer.clamp(max=self.weight.numel() - 1)
+        return (delta * self.weight.index_select(0, layer.index_select(0, data.edge_index[1])).unsqueeze(1),
+                bias_delta * self.bias.index_select(0, layer))
+
+
+def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tensor | None = None,
+                     scale: EditScale | None = None) -> NeuralGraph | Batch:
     """A copy of ``data`` with ``delta`` [E, k] added to the kernel values of
     parameter edges (k <= kernel width; entries beyond each edge's true kernel
     size and parameter-free edges are left alone, so ``converters.from_graph``
-    folds the result into the edited network) and ``bias_delta`` [N] to the biases."""
+    folds the result into the edited network) and ``bias_delta`` [N] to the biases,
+    both first multiplied by ``scale``'s per-depth factors if given."""
+    if scale is not None:
+        delta, bias_delta = scale(data, delta, bias_delta)
     out = data.clone()
     k = delta.size(1)
     true_size = (out.edge_attr[:, EDGE_COL["kernel_h"]] * out.edge_attr[:, EDGE_COL["kernel_w"]]).unsqueeze(1)

@@ -60,7 +60,7 @@ def learns(name: str) -> bool:
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
-          pool: str = "graph") -> nn.Module:
+          edit_scale: float | None = None, pool: str = "graph") -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -72,6 +72,9 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
     ``symmetry`` and ``pool`` apply to the graph models (``symmetry`` only to GraphNFN's backbones:
     ``sign-gnn`` is equivariant to sign flips by construction and reads every network as it is).
+    ``zero_output`` and ``edit_scale`` (learned scales of the edits, starting at this value: per
+    layer depth in the graph models, per tensor in the parameter-sharing ones) apply to the
+    equivariant readout of both families.
     """
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
@@ -90,17 +93,17 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
                             positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output,
-                            pool=pool)
+                            edit_scale=edit_scale, pool=pool)
             model.encoding = f"odd-fourier{fourier} (sign group)" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
-                         pool=pool)
+                         edit_scale=edit_scale, pool=pool)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name
     if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":
         fourier = 0
     return paramshare.build(name, sample.spec, d_out, readout, hidden=d_hidden, fourier=fourier,
-                            zero_output=zero_output)
+                            zero_output=zero_output, edit_scale=edit_scale)

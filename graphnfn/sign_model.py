@@ -25,7 +25,7 @@ from .canonical import SIGN_ACTIVATIONS, eligible
 from .features import NodeEncoder, ProbeFeatures
 from .fourier import FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
-from .models import READOUTS, GraphPool, apply_edge_delta, graph_index, probe_activations
+from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, probe_activations
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 
@@ -94,13 +94,15 @@ class SignGNN(nn.Module):
         probe: a :class:`graphnfn.features.ProbeFeatures` (MLP/INR graphs) or None.
         max_kernel: the widest kernel (values per edge) the model accepts.
         zero_output: start the output layers at zero (``edit()`` starts as the identity edit).
+        edit_scale: as :class:`graphnfn.models.GraphNFN`'s.
         pool, pool_depths: as :class:`graphnfn.models.GraphNFN`'s.
     """
 
     def __init__(self, d_out: int, readout: str = "invariant", d_hidden: int = 64, n_layers: int = 4,
                  dropout: float = 0.0, fourier: int = 16, fourier_sigma: float = 3.0, positional: bool = True,
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_kernel: int = 9,
-                 max_positions: int = 1024, zero_output: bool = False, pool: str = "graph", pool_depths: int = 8):
+                 max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
+                 pool: str = "graph", pool_depths: int = 8):
         super().__init__()
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
@@ -122,6 +124,7 @@ class SignGNN(nn.Module):
                 last = head[-1] if isinstance(head, nn.Sequential) else head.out
                 for param in last.parameters():
                     nn.init.zeros_(param)
+        self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
 
     def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int, Tensor]:
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B, and
@@ -160,4 +163,4 @@ class SignGNN(nn.Module):
             raise ValueError("edit() needs a model built with readout='equivariant'")
         h, e, _, _, acted = self.encode(data)
         return apply_edge_delta(data, self._edge_outputs(h, e, acted, data.edge_index),
-                                self.bias_head(h, acted).squeeze(-1))
+                                self.bias_head(h, acted).squeeze(-1), self.edit_scale)

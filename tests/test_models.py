@@ -272,6 +272,35 @@ def test_edit_is_equivariant_and_differentiable():
         model_for("pna", "invariant").edit(g1)
 
 
+@pytest.mark.parametrize("backbone", GRAPH_MODELS)
+def test_edit_scale_scales_each_depth_and_keeps_the_edit_equivariant(backbone):
+    """edit_scale: the deltas of the same model without it, times the learned scale of each
+    edge's target depth (and each bias's depth); relabelling hidden neurons still commutes."""
+    from graphnfn.registry import build
+
+    m = nn.Sequential(nn.Linear(2, 5), graphnfn.Sine(3.0), nn.Linear(5, 4), graphnfn.Sine(3.0), nn.Linear(4, 1))
+    g1, g2, nodes, edges = graphs_of(m, 0)
+    options = {"d_out": 1, "readout": "equivariant", "d_hidden": 8, "n_layers": 2, "heads": 2, "fourier": 4}
+    torch.manual_seed(0)
+    plain = build(backbone, g1, **options).double()
+    torch.manual_seed(0)
+    scaled = build(backbone, g1, edit_scale=0.01, **options).double()
+    with torch.no_grad():  # a different scale at every depth
+        scaled.edit_scale.weight.copy_(torch.arange(1.0, 65.0))
+        scaled.edit_scale.bias.copy_(-torch.arange(1.0, 65.0))
+    p, s = plain.edit(g1), scaled.edit(g1)
+    depth = g1.layer[g1.edge_index[1]]
+    valid = g1.edge_group >= 0  # parameter edges: the rest are never edited
+    torch.testing.assert_close((s.edge_attr - g1.edge_attr)[valid],
+                               (p.edge_attr - g1.edge_attr)[valid] * (depth[valid] + 1).unsqueeze(1).double())
+    torch.testing.assert_close(s.x - g1.x, (p.x - g1.x) * -(g1.layer + 1).unsqueeze(1).double())
+    e2 = scaled.edit(g2)
+    torch.testing.assert_close(e2.edge_attr[edges], s.edge_attr, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(e2.x[nodes], s.x, rtol=1e-9, atol=1e-9)
+    (s.edge_attr.sum() + s.x.sum()).backward()
+    assert scaled.edit_scale.weight.grad is not None and scaled.edit_scale.bias.grad is not None
+
+
 @settings(max_examples=4)
 @given(st.data())
 @pytest.mark.parametrize("backbone", BACKBONES)

@@ -37,7 +37,11 @@ FOURIER_CASES = [(*case, fourier) for case in CASES for fourier in (0, 4) if not
 def test_models_respect_their_group(name, extra, group, fourier, readout, spec, seed):
     torch.manual_seed(seed)
     opts = extra if name == "stat" else {**SMALL, **extra}  # stat has a single width
-    model = ps.build(name, spec, d_out=3, readout=readout, in_channels=2, fourier=fourier, **opts).double()
+    model = ps.build(name, spec, d_out=3, readout=readout, in_channels=2, fourier=fourier, edit_scale=0.01,
+                     **opts).double()
+    for module in model.modules():  # the equivariant readout's per-tensor scales, each its own
+        if isinstance(module, ps.models.TensorScale):
+            module.scale.data.uniform_(-2, 2)
     ws = random_space(spec, 2, 2, seed)
     g = sample_element(spec, group, seed + 1)
     out, moved = model(ws), model(act(ws, *g))
@@ -152,6 +156,28 @@ def _small_spec(name: str):
     if name == "transformer-nfn":
         return ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
     return ps.WeightSpaceSpec(((6, 2, 3), (5, 6), (1, 5)), ((6,), (5,), (1,)), ("relu", "relu"))
+
+
+@pytest.mark.parametrize("name", sorted(ps.MODELS))
+def test_edit_scale_multiplies_each_tensor_by_its_own_learned_scale(name):
+    torch.manual_seed(0)
+    spec = _small_spec(name)
+    data = ps.randn_space(spec, 3)
+    torch.manual_seed(1)
+    plain = ps.build(name, spec, 1, "equivariant")
+    torch.manual_seed(1)
+    scaled = ps.build(name, spec, 1, "equivariant", edit_scale=0.01)
+    scale = scaled.layers[-1].scale
+    assert torch.all(scale == 0.01)
+    with torch.no_grad():
+        scale.copy_(torch.arange(1.0, len(scale) + 1))
+    out = scaled(data)
+    for a, b, factor in zip(tensors(plain(data)), tensors(out), scale):
+        torch.testing.assert_close(b, a * factor)
+    sum(t.sum() for t in tensors(out)).backward()
+    assert scale.grad is not None
+    invariant = ps.build(name, spec, 1, "invariant", edit_scale=0.01)  # scales only edits
+    assert not any(isinstance(m, ps.models.TensorScale) for m in invariant.modules())
 
 
 @pytest.mark.parametrize("name", sorted(ps.MODELS))

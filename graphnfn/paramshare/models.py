@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..spaces import AttentionSpec, Spec, WeightSpaceSpec, check_spec, num_entries, validated
+from ..spaces import AttentionSpec, Spec, WeightSpaceSpec, check_spec, num_entries, rebuild, shapes, tensors, validated
 from .baselines import Flatten, StatEdit, StatFeatures, Unflatten
 from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
 from .encoding import FourierEncoding
@@ -79,6 +79,21 @@ class Residual(nn.Module):
 
     def forward(self, ws):
         return ws + self.sublayer(self.norm(ws))
+
+
+class TensorScale(nn.Module):
+    """An edit's learned scales, one per weight and bias tensor, all starting at ``init``
+    (the graph models' :class:`graphnfn.models.EditScale` gives one per layer depth). A scalar
+    per tensor commutes with every group the models respect (permutations, sign flips,
+    positive scalings act entrywise within a tensor and map each tensor to itself)."""
+
+    def __init__(self, spec: Spec, init: float):
+        super().__init__()
+        self.spec = spec
+        self.scale = nn.Parameter(torch.full((len(shapes(spec)),), float(init)))
+
+    def forward(self, space):
+        return rebuild(self.spec, [t * s for t, s in zip(tensors(space), self.scale)])
 
 
 class Concat(nn.Module):
@@ -222,7 +237,8 @@ def _group_scaling(name: str, spec: Spec, options: dict) -> tuple[str, Spec]:
 
 
 def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_channels: int = 1,
-          zero_output: bool = False, fourier: int = 0, fourier_sigma: float = 3.0, **options) -> WeightSpaceModel:
+          zero_output: bool = False, edit_scale: float | None = None, fourier: int = 0, fourier_sigma: float = 3.0,
+          **options) -> WeightSpaceModel:
     """A parameter-sharing model for weight spaces of ``spec``.
 
     Args:
@@ -239,6 +255,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
         in_channels: channels C of the input space.
         zero_output: equivariant readout: start with the output layer at zero, so that an
             edit ``ws + model(ws)`` starts as the identity and is learnt from there.
+        edit_scale: equivariant readout: multiply the output by learned per-tensor scales
+            starting at this value (:class:`TensorScale`); None: unscaled.
         fourier: F > 0 puts a :class:`~.encoding.FourierEncoding` first: every weight, bias and
             kernel entry -> Gaussian Fourier features with F frequencies, the graph models'
             features (C -> C (1 + 2F) channels). Each model stays equivariant to its own group:
@@ -272,5 +290,7 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
         last = next(m for m in reversed(modules) if any(True for _ in m.parameters()))
         for param in _output_layer(last).parameters():
             nn.init.zeros_(param)
+    if edit_scale and readout == "equivariant":
+        modules.append(TensorScale(spec, edit_scale))
     return WeightSpaceModel(name, spec, *([encoder] if encoder else []), *modules,
                             encoding=encoder.description if encoder else "raw")
