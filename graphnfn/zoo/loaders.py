@@ -14,7 +14,6 @@ Both apply the same optional :class:`~graphnfn.zoo.augment.WeightAugment`.
 """
 from __future__ import annotations
 
-import json
 from typing import Callable, Sequence
 
 import torch
@@ -57,8 +56,7 @@ class _ZooItems(Dataset):
     def _converted(self, i: int, templates: ConversionTemplates):
         """Entry i converted (one full conversion per architecture: :mod:`.templates`)."""
         # a fresh module per item: converters may hand out views of its parameters
-        arch = self.source.records[i]["arch"]
-        return templates(json.dumps(arch, sort_keys=True), self.source.module(i, self.augment))
+        return templates(self.source.arch_key(i), self.source.module(i, self.augment))
 
 
 class GraphZooDataset(_ZooItems):

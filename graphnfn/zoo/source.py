@@ -35,9 +35,13 @@ class ZooSource:
         return [i for i, r in enumerate(self.records)
                 if (split is None or r["split"] == split) and (where is None or where(r))]
 
+    def arch_key(self, i: int) -> str:
+        """Entry i's architecture as a string: equal strings, equal architectures."""
+        return json.dumps(self.records[i]["arch"], sort_keys=True)
+
     def skeleton(self, i: int) -> nn.Module:
         """A module of entry i's architecture, cached per architecture: read its structure, never its weights."""
-        return _skeleton(json.dumps(self.records[i]["arch"], sort_keys=True))
+        return _skeleton(self.arch_key(i))
 
     def module(self, i: int, augment: Callable | None = None) -> nn.Module:
         """Entry i as a fresh module holding its weights, passed through

@@ -121,7 +121,8 @@ class ConversionTemplates(Generic[T]):
             return self.convert(module)
         if not template.checked:
             template.checked = True
-            if not _same(filled, self.convert(module)):
+            full = self.convert(module)
+            if not _same(filled, full):
                 self.templates[key] = None
-                return self.convert(module)
+                return full
         return filled
