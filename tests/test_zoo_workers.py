@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from graphnfn.zoo import ZooStoreError
+from graphnfn.zoo import Zoo, ZooStoreError
 from graphnfn.zoo.__main__ import main
 from graphnfn.zoo.siren import SirenFit
 from graphnfn.zoo.store import MANIFEST, ZooWriter
@@ -131,3 +131,27 @@ def test_worker_share_from_flags_or_torchrun(monkeypatch):
     with pytest.raises(SystemExit) as exit_:  # the command line names the mistake instead of a traceback
         main(["siren", "--out", "unused", "--num-shards", "2"])
     assert exit_.value.code == 2
+
+
+def test_experiments_started_together_wait_for_the_default_zoo(tmp_path, monkeypatch, capsys):
+    """Two experiments needing the same default zoo: the second waits while the first writes, then reads it."""
+    import threading
+
+    from experiments import common
+
+    monkeypatch.setattr(common, "ZOO_WAIT_S", 0.05)
+    cfg = {"zoo": None, "zoo_root": str(tmp_path), "dataset": "digits"}
+    root = common.ensure_zoo(cfg, "siren", {"tiny": 1}, tiny_siren_zoo).root
+    writer = ZooWriter(root, Zoo(root).config)  # the "first experiment", still writing
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(zoo=common.ensure_zoo(cfg, "siren", {"tiny": 1},
+                                                                                 tiny_siren_zoo)))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while "waiting for it" not in capsys.readouterr().out:
+        assert time.monotonic() < deadline and waiter.is_alive(), "the second experiment did not wait"
+        time.sleep(0.05)
+    assert waiter.is_alive()
+    writer.close()
+    waiter.join(30)
+    assert not waiter.is_alive() and result["zoo"].root == root and len(result["zoo"]) == 12

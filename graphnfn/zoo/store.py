@@ -50,6 +50,10 @@ class ZooStoreError(RuntimeError):
     """A zoo directory that does not match the request or is damaged."""
 
 
+class ZooBusyError(ZooStoreError):
+    """Another process holds the zoo directory's writer lock."""
+
+
 def shard_path(root: Path, index: int) -> Path:
     return root / SHARDS / f"shard-{index:05d}.safetensors"
 
@@ -85,7 +89,7 @@ def _try_lock(path: Path, mode: int, message: str):
         fcntl.flock(handle, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise ZooStoreError(message) from None
+        raise ZooBusyError(message) from None
     return handle
 
 
