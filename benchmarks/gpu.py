@@ -107,10 +107,11 @@ def sparse_vs_dense(args, size: dict) -> dict:
     gains = {}
     for case in size["cases"]:
         by = {r["layer"]: r for r in rows if r["case"] == case and "ms" in r}
-        if {"sparse-attention", "dense-attention"} <= set(by):
-            sparse, dense = by["sparse-attention"], by["dense-attention"]
-            gains[case] = {"faster": dense["ms"] / sparse["ms"],
-                           "less_memory": dense["peak_mib"] / max(sparse["peak_mib"], 1e-9)}
+        if "dense-attention" in by:
+            dense = by["dense-attention"]
+            gains[case] = {kind: {"faster": dense["ms"] / by[kind]["ms"],
+                                  "less_memory": dense["peak_mib"] / max(by[kind]["peak_mib"], 1e-9)}
+                           for kind in ("sparse-attention", "sparse-recompute") if kind in by}
     return {"rows": rows, "dense_over_sparse": gains}
 
 
@@ -187,8 +188,8 @@ def summary(name: str, r: dict) -> str:
         extra = f", test {r.get('test')}" if name == "classification" else f", {r['summary']}"
         return f"{name}: exit {r['returncode']}{extra} ({r['part_seconds']:.0f} s)"
     if name == "sparse_vs_dense":
-        gains = "; ".join(f"{case}: {g['faster']:.1f}x faster, {g['less_memory']:.1f}x less memory"
-                          for case, g in r["dense_over_sparse"].items())
+        gains = "; ".join(f"{case} {kind}: {g['faster']:.1f}x faster, {g['less_memory']:.1f}x less memory"
+                          for case, by in r["dense_over_sparse"].items() for kind, g in by.items())
         return f"{name}: dense over sparse attention: {gains}"
     if name == "step_ratio":
         return f"{name}: " + "; ".join(f"{x['batch']} {x['model']} {x['ratio']:.2f}x" for x in r["rows"])

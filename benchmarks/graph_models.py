@@ -2,7 +2,8 @@
 
     python -m benchmarks.graph_models [--device cpu|cuda] [--d 64] [--repeat 3] [--cases CASE ...] [--no-scaling]
 
-Per case, one layer of each kind at the same width d: time of forward+backward
+Per case, one layer of each kind at the same width d (sparse attention twice: its per-edge
+terms kept, and recomputed in backward): time of forward+backward
 (best of --repeat, after a warm-up) and peak memory of those steps above what
 the inputs already held (:class:`benchmarks.measure.PeakMemory`), each
 measurement in a fresh process. Cases marked sparse-only skip the dense
@@ -54,11 +55,12 @@ CASES = {
     "ResNet-18": (resnet18, 1, False),
 }
 SCALING = [mlp_of(w) for w in (64, 128, 256, 512, 1024)]
-LAYERS = ("pna", "sparse-attention", "dense-attention")
+LAYERS = ("pna", "sparse-attention", "sparse-recompute", "dense-attention")
 
 
 def _layer(kind: str, d: int, heads: int) -> nn.Module:
-    return {"pna": lambda: EdgePNAConv(d), "sparse-attention": lambda: SparseRelationalAttention(d, heads),
+    return {"pna": lambda: EdgePNAConv(d), "sparse-attention": lambda: SparseRelationalAttention(d, heads, recompute=False),
+            "sparse-recompute": lambda: SparseRelationalAttention(d, heads, recompute=True),
             "dense-attention": lambda: DenseRelationalAttention(d, heads)}[kind]()
 
 

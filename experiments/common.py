@@ -32,7 +32,7 @@ from . import distributed
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
 MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output",
-              "edit_scale", "pool")
+              "edit_scale", "pool", "recompute")
 
 
 ZOO_WAIT_S = 5.0

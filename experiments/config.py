@@ -46,6 +46,7 @@ def shared_config():
     probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
+    recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
     augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)

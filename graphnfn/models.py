@@ -58,6 +58,9 @@ class GraphNFN(nn.Module):
         edge_chunk_values: edge features of more values than this (edges x
             features) are encoded a chunk of edges at a time under activation
             checkpointing (see :class:`graphnfn.features.EdgeEncoder`).
+        recompute: transformer backbone: per-edge keys, values and queries computed again in
+            backward instead of kept (:class:`graphnfn.nn.SparseRelationalAttention`; None:
+            on large batches only). The same function, less memory.
     """
 
     def __init__(self, d_out: int, backbone: str = "pna", readout: str = "invariant", d_hidden: int = 64,
@@ -65,7 +68,8 @@ class GraphNFN(nn.Module):
                  fourier_sigma: float = 3.0, positional: bool = True, layer_embedding: bool = True,
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
-                 edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8):
+                 edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8,
+                 recompute: bool | None = None):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -78,7 +82,8 @@ class GraphNFN(nn.Module):
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
-            EdgePNAConv(d_hidden, dropout) if backbone == "pna" else SparseRelationalAttention(d_hidden, heads, dropout)
+            EdgePNAConv(d_hidden, dropout) if backbone == "pna" else
+            SparseRelationalAttention(d_hidden, heads, dropout, recompute)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
         d_read = {"invariant": self.pooling.width(d_hidden), "node": d_hidden,

@@ -60,7 +60,7 @@ def learns(name: str) -> bool:
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
-          edit_scale: float | None = None, pool: str = "graph") -> nn.Module:
+          edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -74,7 +74,9 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``sign-gnn`` is equivariant to sign flips by construction and reads every network as it is).
     ``zero_output`` and ``edit_scale`` (learned scales of the edits, starting at this value: per
     layer depth in the graph models, per tensor in the parameter-sharing ones) apply to the
-    equivariant readout of both families.
+    equivariant readout of both families. ``recompute`` applies to the transformer backbone
+    (activation recomputation of its per-edge attention terms: less memory, the same function;
+    None: on large batches only).
     """
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
@@ -99,7 +101,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
-                         edit_scale=edit_scale, pool=pool)
+                         edit_scale=edit_scale, pool=pool, recompute=recompute)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name

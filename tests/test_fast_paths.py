@@ -85,11 +85,12 @@ def assert_same_function(fast, reference, inputs: list[torch.Tensor], params: li
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["pna", "transformer"])
+@pytest.mark.parametrize("kind", ["pna", "transformer", "transformer-recompute"])
 def test_layers_equal_their_reference(kind):
     g = mixed_batch()
     torch.manual_seed(1)
-    layer = (EdgePNAConv(D) if kind == "pna" else SparseRelationalAttention(D, heads=2)).double()
+    layer = (EdgePNAConv(D) if kind == "pna" else
+             SparseRelationalAttention(D, heads=2, recompute=kind.endswith("recompute"))).double()
     h = torch.randn(g.num_nodes, D, dtype=torch.float64, requires_grad=True)
     e = torch.randn(g.num_edges, D, dtype=torch.float64, requires_grad=True)
     args = (h, g.edge_index, e, g.batch, g.num_graphs)

@@ -20,7 +20,8 @@ def test_quick_dry_run_runs_every_part(tmp_path):
     for name, part in parts.items():
         assert "error" not in part and "skipped" not in part, (name, part)
     assert parts["devices"]["returncode"] == 0 and "1 passed" in parts["devices"]["summary"]
-    assert {r["layer"] for r in parts["sparse_vs_dense"]["rows"]} == {"pna", "sparse-attention", "dense-attention"}
+    assert {r["layer"] for r in parts["sparse_vs_dense"]["rows"]} == {"pna", "sparse-attention", "sparse-recompute",
+                                                                       "dense-attention"}
     assert {r["model"] for r in parts["step_ratio"]["rows"]} == {"pna", "transformer", "sign-gnn", "nfn-hnp",
                                                                  "nfn-hnp raw"}
     assert parts["siren_fit"]["inrs"] == 16 and parts["siren_fit"]["inrs_per_s"] > 0

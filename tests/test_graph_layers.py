@@ -13,6 +13,7 @@ from graphnfn.nn import EdgePNAConv, SignEquivariantConv, SparseRelationalAttent
 
 D = 8
 LAYERS = {"pna": lambda: EdgePNAConv(D), "transformer": lambda: SparseRelationalAttention(D, heads=2),
+          "transformer-recompute": lambda: SparseRelationalAttention(D, heads=2, recompute=True),
           "sign": lambda: SignEquivariantConv(D)}
 
 
@@ -70,3 +71,56 @@ def test_reset_parameters_redraws_every_parameter(kind):
     layer.reset_parameters()
     for name, p in layer.named_parameters():
         torch.testing.assert_close(p, fresh[name], msg=f"{kind}: {name} not reset")
+
+
+def test_recompute_keeps_no_per_edge_key_value_or_query(monkeypatch):
+    """recompute=True: autograd keeps no [E, heads, d_head] tensor (keys, values, gathered queries)
+    and under half the bytes in per-edge tensors; test_fast_paths proves the outputs and
+    gradients unchanged."""
+    g = random_batch([[3, 5, 5, 2], [2, 4, 1]], 0)
+
+    def kept(recompute: bool | None) -> tuple[list[tuple[int, ...]], int]:
+        torch.manual_seed(0)
+        layer = SparseRelationalAttention(D, heads=2, recompute=recompute).double()
+        h = torch.randn(g.num_nodes, D, dtype=torch.float64, requires_grad=True)
+        e = torch.randn(g.num_edges, D, dtype=torch.float64, requires_grad=True)
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = (tuple(t.shape), t.untyped_storage().nbytes())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            layer(h, g.edge_index, e)
+        return ([shape for shape, _ in storages.values()],
+                sum(size for shape, size in storages.values() if shape and shape[0] == g.num_edges))
+
+    per_edge_heads = (g.num_edges, 2, D // 2)
+    (keep_shapes, keep_bytes), (lean_shapes, lean_bytes) = kept(False), kept(True)
+    assert keep_shapes.count(per_edge_heads) >= 6 and per_edge_heads not in lean_shapes
+    assert lean_bytes < 0.5 * keep_bytes
+    assert kept(None)[1] == keep_bytes  # by default only batches of more than RECOMPUTE_VALUES edge values
+    monkeypatch.setattr(SparseRelationalAttention, "RECOMPUTE_VALUES", g.num_edges * D - 1)
+    assert kept(None)[1] == lean_bytes
+
+
+def test_recompute_under_bf16_autocast_gives_the_kept_gradients():
+    """The recomputation in backward runs in the forward's autocast state (bf16 here)."""
+    g = random_batch([[3, 5, 2]], 1)
+    torch.manual_seed(0)
+    keep = SparseRelationalAttention(D, heads=2)
+    lean = SparseRelationalAttention(D, heads=2, recompute=True)
+    lean.load_state_dict(keep.state_dict())
+    h, e = torch.randn(g.num_nodes, D), torch.randn(g.num_edges, D)
+    grads = []
+    for layer in (keep, lean):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h_out, e_out = layer(h, g.edge_index, e)
+        (h_out.float().square().sum() + e_out.float().square().sum()).backward()
+        grads.append([p.grad for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    keep.zero_grad()
+    sum(t.square().sum() for t in keep(h, g.edge_index, e)).backward()
+    assert any(not torch.allclose(p.grad, a, rtol=1e-4, atol=1e-5) for p, a in zip(keep.parameters(), grads[0])), \
+        "autocast changed nothing: the test would not see a recomputation in float32"
