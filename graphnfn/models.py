@@ -13,6 +13,7 @@ from .graph import NODE_COL, WEIGHT_COL, EDGE_COL, NeuralGraph
 from .nn import EdgePNAConv, SparseRelationalAttention
 from .nn.aggregate import scatter_max
 from .nn.blocks import mlp
+from .readouts import readout_name
 
 BACKBONES = ("pna", "transformer")
 READOUTS = ("invariant", "node", "equivariant")  # the paramshare family's names, and per neuron
@@ -38,6 +39,8 @@ class GraphNFN(nn.Module):
             weight, as the parameter-sharing models' equivariant readout; ``"node"`` ->
             [N, d_out], one per neuron. With ``readout="equivariant"`` and ``d_out`` = the
             batch's kernel width, :func:`apply_edge_delta` adds the output to the weights.
+            ``"graph"`` and ``"edge"`` are synonyms of ``"invariant"`` and ``"equivariant"``
+            (:mod:`graphnfn.readouts`); ``self.readout`` holds the latter.
         d_hidden, n_layers, heads, dropout: size of the backbone.
         fourier: Gaussian Fourier frequencies per scalar feature (0: raw scalars);
             fourier_sigma: their scale.
@@ -73,8 +76,7 @@ class GraphNFN(nn.Module):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        readout = readout_name(readout, READOUTS)
         if symmetry not in (None, "sign", "scale"):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry

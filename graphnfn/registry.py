@@ -24,6 +24,7 @@ from . import paramshare
 from .features import ProbeFeatures
 from .models import BACKBONES, GraphNFN
 from .probe_baseline import ProbeMLP
+from .readouts import readout_name
 from .sign_model import SignGNN
 
 SIGN_GNN = "sign-gnn"
@@ -78,8 +79,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     (activation recomputation of its per-edge attention terms: less memory, the same function;
     None: on large batches only).
     """
-    if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    readout = readout_name(readout, READOUTS)
     zero_output = zero_output and readout == "equivariant"
     kind = family(name)
     if not learns(name):

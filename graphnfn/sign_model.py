@@ -28,6 +28,7 @@ from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
 from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, probe_activations
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
+from .readouts import readout_name
 
 
 def acted_nodes(data: NeuralGraph | Batch) -> Tensor:
@@ -104,8 +105,7 @@ class SignGNN(nn.Module):
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
                  pool: str = "graph", pool_depths: int = 8):
         super().__init__()
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        readout = readout_name(readout, READOUTS)
         self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths)
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)

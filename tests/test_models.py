@@ -10,6 +10,7 @@ from torch_geometric.loader import DataLoader
 
 import converters
 import graphnfn
+from graphnfn import registry
 from graphnfn.features import EdgeEncoder, ProbeFeatures
 from graphnfn.models import BACKBONES, GraphNFN, apply_edge_delta
 from graphnfn.sign_model import SignGNN
@@ -315,3 +316,23 @@ def test_transformer_graph_symmetries(backbone, kind, data):
         net = model_for(backbone, readout)
         out1, out2 = net(g1), net(g2)
         torch.testing.assert_close(out2 if readout == "invariant" else out2[nodes], out1, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("synonym, name", [("graph", "invariant"), ("edge", "equivariant")])
+def test_graph_readout_names_are_synonyms(synonym, name):
+    """GraphNFN(readout="graph" | "node" | "edge") as the public API names them: the same model
+    as "invariant" / "equivariant" ([B, d_out] and [E, d_out]); every builder accepts both."""
+    g = graphnfn.collate([converters.to_graph(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))] * 2)
+    outs = []
+    for readout in (synonym, name):
+        torch.manual_seed(0)
+        model = GraphNFN(d_out=5, backbone="pna", readout=readout, d_hidden=8, n_layers=1)
+        assert model.readout == name
+        outs.append(model(g))
+    assert outs[0].shape == ((g.num_graphs, 5) if name == "invariant" else (g.num_edges, 5))
+    assert torch.equal(*outs)
+    space = converters.to_weight_space(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
+    assert graphnfn.paramshare.build("stat", space.spec, 5, readout=synonym) is not None
+    assert registry.build("sign-gnn", g, 5, readout=synonym, d_hidden=8, n_layers=1).readout == name
+    with pytest.raises(ValueError, match="'graph' for 'invariant'.*got 'nodes'"):
+        GraphNFN(d_out=5, readout="nodes")

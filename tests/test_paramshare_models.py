@@ -219,7 +219,7 @@ def test_build_refuses_bad_arguments():
     with pytest.raises(ValueError, match="unknown model 'nfn'"):
         ps.build("nfn", spec, 1)
     with pytest.raises(ValueError, match="readout must be one of"):
-        ps.build("nfn-hnp", spec, 1, readout="graph")
+        ps.build("nfn-hnp", spec, 1, readout="node")
     with pytest.raises(TypeError, match="'transformer-nfn' needs a AttentionSpec"):
         ps.build("transformer-nfn", spec, 1)
     with pytest.raises(TypeError, match="'monomial' needs a WeightSpaceSpec"):

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..readouts import readout_name
 from ..spaces import AttentionSpec, Spec, WeightSpaceSpec, check_spec, num_entries, rebuild, shapes, tensors, validated
 from .baselines import Flatten, StatEdit, StatFeatures, Unflatten
 from .elementwise import Activation, ChannelLayerNorm, ChannelMap, PointwiseMLP
@@ -269,8 +270,7 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
     """
     if name not in MODELS:
         raise ValueError(f"paramshare.build: unknown model {name!r}; choose from {sorted(MODELS)}")
-    if readout not in READOUTS:
-        raise ValueError(f"paramshare.build: readout must be one of {READOUTS}, got {readout!r}")
+    readout = readout_name(readout, READOUTS, "paramshare.build: ")
     if fourier < 0:
         raise ValueError(f"paramshare.build: fourier must be >= 0, got {fourier}")
     make, spec_type = MODELS[name]
