@@ -106,6 +106,6 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name
     if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":
-        fourier = 0
+        fourier = 0  # what paramshare.build would fall back to, without its warning: the table's encoding says it
     return paramshare.build(name, sample.spec, d_out, readout, hidden=d_hidden, fourier=fourier,
                             zero_output=zero_output, edit_scale=edit_scale)

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 import converters
 from graphnfn import paramshare as ps
 from graphnfn.features import EdgeEncoder, NodeEncoder
+from graphnfn.paramshare.encoding import FourierEncoding
 from graphnfn.spaces import tensors
 from nets import mlps, permute_hidden
 from test_paramshare_groups import (
@@ -138,13 +139,22 @@ def test_transformer_nfn_encodes_only_its_mlp_fields():
     assert out.mlp_in[0].shape[1] == 9 and not torch.equal(out.mlp_in[0][:, 2], torch.zeros_like(out.mlp_in[0][:, 2]))
 
 
-def test_fourier_is_refused_under_positive_scalings():
+def test_fourier_falls_back_to_raw_weights_under_positive_scalings():
+    """No Fourier encoding commutes with positive scalings: the documented call
+    build("monomial", spec, 10, fourier=16) on a ReLU network warns and reads raw weights."""
     relu = _small_spec("monomial")
     for name in ps.models.MONOMIAL_MODELS:
-        with pytest.raises(ValueError, match=rf"build\('{name}'\): FourierEncoding: fourier=4 with the positive-"):
-            ps.build(name, relu, 1, fourier=4)
-    with pytest.raises(ValueError, match="positive-scaling group"):
-        ps.build("monomial", _fourier_spec("monomial"), 1, fourier=4, scaling="scale")
+        torch.manual_seed(0)
+        with pytest.warns(UserWarning, match=rf"build\('{name}'\): fourier=4 ignored"):
+            model = ps.build(name, relu, 1, fourier=4)
+        torch.manual_seed(0)
+        raw = ps.build(name, relu, 1)
+        assert model.encoding == "raw" and str(model) == str(raw)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), raw.state_dict().values()))
+    with pytest.warns(UserWarning, match="positive scalings"):
+        assert ps.build("monomial", _fourier_spec("monomial"), 1, fourier=4, scaling="scale").encoding == "raw"
+    with pytest.raises(ValueError, match="positive-scaling group"):  # the encoding itself still refuses
+        FourierEncoding(relu, 1, 4, 3.0, "scale")
     with pytest.raises(ValueError, match="fourier must be >= 0"):
         ps.build("nfn-hnp", relu, 1, fourier=-1)
 

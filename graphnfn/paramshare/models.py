@@ -28,6 +28,7 @@ MAGEP-NFN (``magep``) multiplies consecutive weights and does see such permutati
 """
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Callable
 
@@ -262,8 +263,9 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             kernel entry -> Gaussian Fourier features with F frequencies, the graph models'
             features (C -> C (1 + 2F) channels). Each model stays equivariant to its own group:
             odd features only under sign flips (C (1 + F) channels), MLP fields only for
-            ``transformer-nfn``, and ValueError under positive scalings (no Fourier encoding
-            commutes with them). ``model.encoding`` names what was used ("raw" for F = 0).
+            ``transformer-nfn``, and none under positive scalings (ReLU networks in ``monomial``
+            / ``magep``: no Fourier encoding commutes with them, so the model reads raw weights
+            and warns). ``model.encoding`` names what was used ("raw" for F = 0).
         fourier_sigma: standard deviation of the frequencies.
         options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`,
             :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``.
@@ -279,6 +281,11 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
         raise TypeError(f"paramshare.build: {name!r} needs a {spec_type.__name__}, got a {type(spec).__name__}")
     try:
         scaling, spec = _group_scaling(name, spec, options)
+        if fourier and scaling == "scale":
+            warnings.warn(f"paramshare.build({name!r}): fourier={fourier} ignored: {name} on ReLU networks is "
+                          "equivariant to positive scalings, which no Fourier encoding commutes with; it reads "
+                          "raw weights", stacklevel=2)
+            fourier = 0
         encoder = FourierEncoding(spec, in_channels, fourier, fourier_sigma, scaling) if fourier else None
     except ValueError as e:
         raise ValueError(f"paramshare.build({name!r}): {e}") from e
