@@ -34,7 +34,7 @@ class SparseRelationalAttention(nn.Module):
             again there (activation checkpointing of the per-edge terms). The same outputs and
             gradients either way. None (default): only when the edge states hold more than
             ``RECOMPUTE_VALUES`` values (E x d), where it cuts the layer's peak memory by about
-            40% at no cost in time; on small batches it would cost 10-20% of the step
+            40% at no cost in time; on small batches it would cost 10-30% of the layer's time
             (docs/benchmarks.md).
     """
 
