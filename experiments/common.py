@@ -26,7 +26,7 @@ from graphnfn.devices import resolve_device
 from graphnfn.memory import process_peak_bytes
 from graphnfn.checkpointing import load_loader_state, loader_state
 from graphnfn.training import FitResult, Task, WeightScaler, fit, split_batch
-from graphnfn.zoo import WeightAugment, Zoo, ZooBusyError, ZooSource, graph_loader, open_zoo, weight_space_loader
+from graphnfn.zoo import WeightAugment, Zoo, ZooSource, graph_loader, open_zoo, weight_space_loader
 
 from . import distributed
 
@@ -35,33 +35,21 @@ MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_e
               "edit_scale", "pool", "recompute")
 
 
-ZOO_WAIT_S = 5.0
-
-
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:
     """The zoo at cfg['zoo'] if given (ours or a published layout: :func:`graphnfn.zoo.open_zoo`;
     it must be a ``kind`` zoo); else the default zoo for ``kind`` and the
     maker ``options`` under zoos/ (one directory per distinct set of options),
     made by ``make(path)``: the makers resume, so a finished zoo is reused as it
-    is and an interrupted one is completed. Experiments started together share it: while
-    another process writes it, this one waits (polling every ``ZOO_WAIT_S`` seconds), then
-    finds it finished or completes it."""
+    is and an interrupted one is completed. Experiments started together share it: the
+    tasks' makers wait (``wait=True``) while another process writes it, then find it
+    finished or complete it."""
     if cfg["zoo"] is not None:
         return open_zoo(cfg["zoo"], kind)
     digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:8]
     path = Path(cfg["zoo_root"]) / f"{kind}-{cfg['dataset']}-{digest}"
     # under torchrun rank 0 makes it (one writer per directory) while the others wait
     if distributed.rank() == 0:
-        waiting = False
-        while True:
-            try:
-                make(path)
-                break
-            except ZooBusyError:
-                if not waiting:
-                    print(f"{path}: another process is writing this zoo; waiting for it", flush=True)
-                    waiting = True
-                time.sleep(ZOO_WAIT_S)
+        make(path)
     distributed.barrier()
     return Zoo(path)
 

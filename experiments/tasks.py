@@ -50,14 +50,14 @@ def _siren_zoo(cfg: dict) -> Zoo:
             "steps": recipe.fit.steps}
     return ensure_zoo(cfg, "siren", name, lambda path: make_siren_zoo(
         path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], seed=options["seed"], recipe=recipe,
-        limit=options.get("limit"), device=cfg["device"]))
+        limit=options.get("limit"), device=cfg["device"], wait=True))
 
 
 def _classifier_zoo(kind: str, cfg: dict) -> Zoo:
     options = _zoo_options(cfg, ("seed", "limit", "networks", "epochs"),
                            CLASSIFIER_QUICK if cfg["quick"] else CLASSIFIER_DEFAULT)
     return ensure_zoo(cfg, kind, options, lambda path: make_classifier_zoo(
-        kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], **options))
+        kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], wait=True, **options))
 
 
 def editing_task(resolution: int, w0: float) -> Task:

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -133,19 +134,21 @@ def test_worker_share_from_flags_or_torchrun(monkeypatch):
     assert exit_.value.code == 2
 
 
-def test_experiments_started_together_wait_for_the_default_zoo(tmp_path, monkeypatch, capsys):
-    """Two experiments needing the same default zoo: the second waits while the first writes, then reads it."""
+def test_experiments_started_together_wait_for_the_default_zoo(tmp_path, capsys):
+    """Two experiments needing the same default zoo (their makers called with wait=True, as the
+    tasks call them): the second waits while the first writes, then reads it."""
     import threading
 
     from experiments import common
 
-    monkeypatch.setattr(common, "ZOO_WAIT_S", 0.05)
     cfg = {"zoo": None, "zoo_root": str(tmp_path), "dataset": "digits"}
-    root = common.ensure_zoo(cfg, "siren", {"tiny": 1}, tiny_siren_zoo).root
+    make = partial(tiny_siren_zoo, wait=True)
+    root = common.ensure_zoo(cfg, "siren", {"tiny": 1}, make).root
     writer = ZooWriter(root, Zoo(root).config)  # the "first experiment", still writing
+    with pytest.raises(ZooStoreError, match="another process"):  # without wait: refused at once
+        tiny_siren_zoo(root)
     result = {}
-    waiter = threading.Thread(target=lambda: result.update(zoo=common.ensure_zoo(cfg, "siren", {"tiny": 1},
-                                                                                 tiny_siren_zoo)))
+    waiter = threading.Thread(target=lambda: result.update(zoo=common.ensure_zoo(cfg, "siren", {"tiny": 1}, make)))
     waiter.start()
     deadline = time.monotonic() + 30
     while "waiting for it" not in capsys.readouterr().out:

@@ -15,12 +15,12 @@ from .makers import SirenRecipe, make_classifier_zoo, make_siren_zoo, siren_reci
 from .published import DWSNetsINRZoo, NFNSirenZoo, SmallCNNZoo, open_zoo
 from .siren import SirenFit, coordinate_grid, fit_sirens, make_siren, render
 from .source import Zoo, ZooSource
-from .store import ZooBusyError, ZooStoreError
+from .store import ZooStoreError
 from .vit import ViT, make_vit
 
 __all__ = [
     "make_siren_zoo", "make_classifier_zoo", "SirenRecipe", "siren_recipe", "SirenFit", "fit_sirens", "make_siren", "make_cnn", "make_vit", "ViT",
-    "render", "coordinate_grid", "build_module", "Zoo", "ZooSource", "ZooStoreError", "ZooBusyError", "SmallCNNZoo",
+    "render", "coordinate_grid", "build_module", "Zoo", "ZooSource", "ZooStoreError", "SmallCNNZoo",
     "DWSNetsINRZoo", "NFNSirenZoo", "open_zoo", "GraphZooDataset", "WeightSpaceZooDataset", "graph_loader",
     "weight_space_loader", "collate_weight_spaces", "editing_target", "WeightAugment", "EDITS", "edit_images",
 ]

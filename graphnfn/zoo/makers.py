@@ -129,12 +129,14 @@ def siren_plan(data: ImageData, per_image: int, limit: int | None, seed: int) ->
 
 def make_siren_zoo(out: str | os.PathLike, dataset: str = "digits", data_dir: str | None = None, seed: int = 0,
                    recipe: SirenRecipe | None = None, limit: int | None = None, shard_size: int | None = None,
-                   device: str = "auto", progress: bool = True, num_shards: int = 1, shard_index: int = 0) -> Path:
+                   device: str = "auto", progress: bool = True, num_shards: int = 1, shard_index: int = 0,
+                   wait: bool = False) -> Path:
     """Fit SIRENs to the data set's images by ``recipe`` (default: the data set's,
     :func:`siren_recipe`). ``shard_size``: INRs per shard, which is also the
     fitting batch; default 128 on the CPU (larger batches fall out of cache)
     and 4096 on a GPU. ``num_shards`` / ``shard_index``: this call is worker I of N
-    filling ``out`` together (:class:`~graphnfn.zoo.store.ZooWriter`)."""
+    filling ``out`` together (:class:`~graphnfn.zoo.store.ZooWriter`); ``wait``: while another
+    lone writer fills ``out``, wait for it instead of failing."""
     recipe = recipe or siren_recipe(dataset)
     init, per_image, fit = recipe.init, recipe.per_image, recipe.fit
     dev = resolve_device(device)
@@ -165,7 +167,7 @@ def make_siren_zoo(out: str | os.PathLike, dataset: str = "digits", data_dir: st
         bar.set_postfix(median_psnr=f"{float(result.psnr.median()):.1f}")
         return dict(zip(siren_keys(), result.params)), records
 
-    with ZooWriter(out, config, num_shards, shard_index) as writer:
+    with ZooWriter(out, config, num_shards, shard_index, wait) as writer:
         _run_shards(writer, len(plan), shard_size, "inr", progress, make_shard)
     return Path(out)
 
@@ -200,7 +202,8 @@ def network_splits(n: int, seed: int) -> list[str]:
 def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digits", data_dir: str | None = None,
                         seed: int = 0, networks: int = 1000, epochs: int = 20, batch_size: int = 128,
                         limit: int | None = None, shard_size: int = 64, device: str = "auto",
-                        progress: bool = True, num_shards: int = 1, shard_index: int = 0) -> Path:
+                        progress: bool = True, num_shards: int = 1, shard_index: int = 0,
+                        wait: bool = False) -> Path:
     """Train ``networks`` classifiers (``kind`` = ``cnn`` or ``transformer``), each
     with its own hyperparameter draw, and store the weights and metrics of every
     checkpoint epoch (:func:`graphnfn.zoo.classifier_training.checkpoint_epochs`). Each
@@ -208,7 +211,7 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
     the Small CNN Zoo) and scored on its test images; the manifest's ``label``
     is the checkpoint's test accuracy, ``finite`` tells whether its weights are
     all finite (a diverged run is kept, as in the published zoo; filter with
-    ``zoo.indices(split, where=lambda r: r["finite"])``). ``num_shards`` / ``shard_index``: as
+    ``zoo.indices(split, where=lambda r: r["finite"])``). ``num_shards`` / ``shard_index``, ``wait``: as
     :func:`make_siren_zoo`."""
     if kind not in CLASSIFIERS:
         raise ValueError(f"classifier zoo kind {kind!r}: expected one of {sorted(CLASSIFIERS)}")
@@ -242,6 +245,6 @@ def make_classifier_zoo(kind: str, out: str | os.PathLike, dataset: str = "digit
             bar.update(1)
         return stack_state_dicts(state_dicts), records
 
-    with ZooWriter(out, config, num_shards, shard_index) as writer:
+    with ZooWriter(out, config, num_shards, shard_index, wait) as writer:
         _run_shards(writer, n, shard_size, "net", progress, make_shard)
     return Path(out)

@@ -50,10 +50,6 @@ class ZooStoreError(RuntimeError):
     """A zoo directory that does not match the request or is damaged."""
 
 
-class ZooBusyError(ZooStoreError):
-    """Another process holds the zoo directory's writer lock."""
-
-
 def shard_path(root: Path, index: int) -> Path:
     return root / SHARDS / f"shard-{index:05d}.safetensors"
 
@@ -83,13 +79,18 @@ def read_shard_records(path: Path) -> list[dict]:
     return json.loads(meta["records"])
 
 
-def _try_lock(path: Path, mode: int, message: str):
+def _try_lock(path: Path, mode: int, message: str, wait: bool = False):
+    """The lock on ``path``; if another process holds it, ZooStoreError(message), or with ``wait``
+    the message and then a wait for the lock."""
     handle = open(path, "a")
     try:
         fcntl.flock(handle, mode | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.close()
-        raise ZooBusyError(message) from None
+        if not wait:
+            handle.close()
+            raise ZooStoreError(message) from None
+        print(f"{message}; waiting for it", flush=True)
+        fcntl.flock(handle, mode)
     return handle
 
 
@@ -98,10 +99,12 @@ class ZooWriter:
 
     ``config`` must equal the one stored by an earlier run in the same directory:
     a rerun resumes only the same request. ``num_shards`` > 1: this writer is
-    worker ``shard_index`` of that many on the directory (:meth:`owns`)."""
+    worker ``shard_index`` of that many on the directory (:meth:`owns`). ``wait``: while
+    another lone writer holds the directory, wait for it (then resume what it left)
+    instead of raising."""
 
     def __init__(self, root: str | os.PathLike, config: Mapping[str, Any], num_shards: int = 1,
-                 shard_index: int = 0):
+                 shard_index: int = 0, wait: bool = False):
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} of num_shards {num_shards}: need 0 <= index < num_shards")
         self.root = Path(root)
@@ -110,7 +113,7 @@ class ZooWriter:
         sharded = num_shards > 1
         self._locks = [_try_lock(self.root / LOCK, fcntl.LOCK_SH if sharded else fcntl.LOCK_EX,
                                  f"{self.root}: another process is writing this zoo"
-                                 + (" without --num-shards" if sharded else ""))]
+                                 + (" without --num-shards" if sharded else ""), wait and not sharded)]
         if sharded:
             try:
                 self._locks.append(_try_lock(self.root / f"{LOCK}-{shard_index}-of-{num_shards}", fcntl.LOCK_EX,
