@@ -26,9 +26,10 @@ from graphnfn.devices import resolve_device
 from graphnfn.memory import process_peak_bytes
 from graphnfn.checkpointing import load_loader_state, loader_state
 from graphnfn.training import FitResult, Task, WeightScaler, fit, split_batch
-from graphnfn.zoo import WeightAugment, Zoo, ZooSource, graph_loader, open_zoo, weight_space_loader
+from graphnfn.zoo import Zoo, ZooSource, graph_loader, open_zoo, weight_space_loader
 
 from . import distributed
+from .config import weight_augment
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
 MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output",
@@ -75,7 +76,7 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
                  scale: bool = True) -> tuple[dict[str, list], WeightScaler | None]:
     """Train/val/test batches of the model's family over the zoo records that
     satisfy ``where``, materialised once (conversion is not repeated every epoch;
-    with ``augment`` the train split is re-drawn, re-permuted, every epoch), and the scaler.
+    with ``augment`` the train split is re-drawn under its symmetries every epoch), and the scaler.
     ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`).
     Under torchrun (:mod:`experiments.distributed`) a trained model's train batches are this
     process's part: a DistributedSampler's share of the split, ``batch_size / world_size`` per batch."""
@@ -84,8 +85,7 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
-        permute = cfg["augment"] or cfg["model"] == "flat-mlp-aug"
-        augment = WeightAugment(permute=True) if permute and split == "train" else None
+        augment = weight_augment(cfg, cfg["model"]) if split == "train" else None
         if split == "train" and shared:
             sampler = DistributedSampler(indices, num_replicas=distributed.world_size(), rank=distributed.rank(),
                                          shuffle=True, seed=cfg["seed"])

@@ -14,6 +14,7 @@ from sacred import Experiment
 from sacred.observers import FileStorageObserver
 
 from graphnfn.datasets import DATASETS
+from graphnfn.zoo import WeightAugment
 from graphnfn.zoo.makers import SIREN_RECIPES
 
 from experiments import distributed
@@ -47,7 +48,7 @@ def shared_config():
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
-    augment = False  # permute the training networks' hidden neurons every pass (always on for flat-mlp-aug)
+    augment = False  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed
@@ -97,8 +98,27 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     for reference in EDIT_REFERENCES:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
+    weight_augment(cfg)
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
+
+
+#: the ``augment`` key's symmetries, by name, as WeightAugment's fields
+AUGMENTATIONS = {"permute": "permute", "sign": "sign_flip"}
+
+
+def weight_augment(cfg: dict, model: str | None = None) -> WeightAugment | None:
+    """The training split's augmentation the ``augment`` key asks for (``model``'s: flat-mlp-aug
+    always permutes); None for none. ValueError for a name that is no symmetry."""
+    value = cfg["augment"]
+    names = {"permute"} if value is True else set() if value in (False, None) else set(str(value).split("+"))
+    unknown = names - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"augment={value!r}: {sorted(unknown)} is not one of {sorted(AUGMENTATIONS)} "
+                         f"(combine them with '+'; True means 'permute')")
+    if model == "flat-mlp-aug":
+        names.add("permute")
+    return WeightAugment(**{AUGMENTATIONS[n]: True for n in names}) if names else None
 
 
 OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")

@@ -80,6 +80,38 @@ def test_editing_references_score_what_they_claim(tmp_path):
                                "models": ["stat", "no-edit"], "seeds": [0]})
 
 
+def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_images(tmp_path):
+    """``augment="permute+sign"``: every pass the training SIRENs come with fresh neuron orders
+    and sign flips (other weights), and each still draws exactly its own image."""
+    from experiments.common import make_loaders
+    from experiments.compare import ex
+    from experiments.config import weight_augment
+    from experiments.tasks import TASKS, _siren_zoo
+    from graphnfn.training import split_batch
+
+    assert weight_augment({"augment": True}).permute and not weight_augment({"augment": "sign"}).permute
+    assert weight_augment({"augment": False}) is None and weight_augment({"augment": False}, "flat-mlp-aug").permute
+    _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
+    cfg = dict(ex.run("print_config", config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"),
+                                                       "task": "inr_editing"}).config)
+    zoo = _siren_zoo(cfg)
+    spec = TASKS["inr_editing"]
+    task, target = spec.task(cfg, zoo), spec.target(cfg, zoo)
+    plain, _ = make_loaders({**cfg, "model": "stat"}, zoo, target, scale=False)
+    torch.manual_seed(0)
+    augmented, _ = make_loaders({**cfg, "model": "stat", "augment": "permute+sign"}, zoo, target, scale=False)
+    first, second = ([split_batch(b)[0] for b in augmented["train"]] for _ in range(2))
+    for inputs, again, (reference, _) in zip(first, second, map(split_batch, plain["train"])):
+        assert not torch.equal(inputs.weights[1], reference.weights[1])
+        assert not torch.equal(inputs.weights[1], again.weights[1])  # redrawn every pass
+        # the same entries up to order and sign, and signs flipped (a permutation alone keeps the signed values)
+        torch.testing.assert_close(inputs.weights[1].abs().flatten(1).sort(1).values,
+                                   reference.weights[1].abs().flatten(1).sort(1).values)
+        assert not torch.equal(inputs.weights[1].flatten(1).sort(1).values,
+                               reference.weights[1].flatten(1).sort(1).values)
+        torch.testing.assert_close(task.identity(inputs), task.identity(reference), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("module, model, metric", [
     ("cnn_generalization", "nfn-hnp", "tau"),
     ("inr_editing", "transformer", "mse"),
@@ -102,7 +134,8 @@ def test_compare_checks_every_name_before_training(tmp_path):
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     for update, message in (({"models": ["stat", "nfn-hpn"]}, "unknown model 'nfn-hpn'"),
                             ({"dataset": "cifar10"}, "dataset 'cifar10': inr_classification knows"),
-                            ({"task": "inr_clasification"}, "task 'inr_clasification'")):
+                            ({"task": "inr_clasification"}, "task 'inr_clasification'"),
+                            ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of")):
         with pytest.raises(ValueError, match=message):
             ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})
     with pytest.raises(ConfigAddedError, match="quik"):  # a typo in a key is refused, not ignored
