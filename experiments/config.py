@@ -48,7 +48,7 @@ def shared_config():
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
-    augment = False  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"
+    augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed

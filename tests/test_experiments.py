@@ -90,7 +90,8 @@ def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_im
     from graphnfn.training import split_batch
 
     assert weight_augment({"augment": True}).permute and not weight_augment({"augment": "sign"}).permute
-    assert weight_augment({"augment": False}) is None and weight_augment({"augment": False}, "flat-mlp-aug").permute
+    assert weight_augment({"augment": None}) is None and weight_augment({"augment": False}) is None
+    assert weight_augment({"augment": None}, "flat-mlp-aug").permute
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     cfg = dict(ex.run("print_config", config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"),
                                                        "task": "inr_editing"}).config)
