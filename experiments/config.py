@@ -47,6 +47,7 @@ def shared_config():
     probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
+    tensor_stats = False  # graph models' invariant readout: also read the stat baseline's per-tensor statistics
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
     augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity

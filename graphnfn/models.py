@@ -9,11 +9,12 @@ from torch_geometric.utils import scatter
 
 from .canonical import canonicalize
 from .features import EdgeEncoder, NodeEncoder, ProbeFeatures
-from .graph import NODE_COL, WEIGHT_COL, EDGE_COL, NeuralGraph
+from .graph import NODE_COL, WEIGHT_COL, NeuralGraph
 from .nn import EdgePNAConv, SparseRelationalAttention
 from .nn.aggregate import scatter_max
 from .nn.blocks import mlp
 from .readouts import readout_name
+from .statistics import TensorStatistics, kernel_mask
 
 BACKBONES = ("pna", "transformer")
 READOUTS = ("invariant", "node", "equivariant")  # the paramshare family's names, and per neuron
@@ -64,6 +65,10 @@ class GraphNFN(nn.Module):
         recompute: transformer backbone: per-edge keys, values and queries computed again in
             backward instead of kept (:class:`graphnfn.nn.SparseRelationalAttention`; None:
             on large batches only). The same function, less memory.
+        tensor_stats: the invariant readout also reads the ``stat`` baseline's features (mean,
+            variance and quantiles of each weight and bias tensor:
+            :class:`graphnfn.statistics.TensorStatistics`) of each graph's first ``tensor_stats``
+            tensors, next to the pooled states (0: none); with ``symmetry``, of the canonical form.
     """
 
     def __init__(self, d_out: int, backbone: str = "pna", readout: str = "invariant", d_hidden: int = 64,
@@ -72,15 +77,18 @@ class GraphNFN(nn.Module):
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
                  edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8,
-                 recompute: bool | None = None):
+                 recompute: bool | None = None, tensor_stats: int = 0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         readout = readout_name(readout, READOUTS)
         if symmetry not in (None, "sign", "scale"):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
+        if tensor_stats and readout != "invariant":
+            raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
         self.pooling = GraphPool(pool, pool_depths)
+        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
@@ -88,7 +96,7 @@ class GraphNFN(nn.Module):
             SparseRelationalAttention(d_hidden, heads, dropout, recompute)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
-        d_read = {"invariant": self.pooling.width(d_hidden), "node": d_hidden,
+        d_read = {"invariant": self.pooling.width(d_hidden) + (self.stats.width if self.stats else 0), "node": d_hidden,
                   "equivariant": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # equivariant readout: a second head edits the biases (see edit())
@@ -99,21 +107,25 @@ class GraphNFN(nn.Module):
                     nn.init.zeros_(param)
         self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
 
+    def inputs(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor]:
+        """(x [N, F], edge_attr [E, WEIGHT_COL + K]) as the model reads them: in its dtype, and with
+        ``symmetry`` in canonical form."""
+        dtype = self.norm.weight.dtype
+        x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+        if self.symmetry:
+            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                        node_layers(data), self.symmetry)
+        return x, edge_attr
+
     def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int]:
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""
-        x, edge_index, edge_attr = data.x, data.edge_index, data.edge_attr
-        dtype = self.norm.weight.dtype
         batch, num_graphs = graph_index(data)
-        num_layers = node_layers(data) if self.symmetry else 0
-        x, edge_attr = x.to(dtype), edge_attr.to(dtype)
         probe_h = self.probe_features(data) if self.nodes.probe is not None else None
-        if self.symmetry:
-            x, edge_attr = canonicalize(x, edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
-                                        num_layers, self.symmetry)
+        x, edge_attr = self.inputs(data)
         h = self.nodes(x, data.node_type, data.layer, probe_h)
         e = self.edges(edge_attr, data.edge_type)
         for layer in self.layers:
-            h, e = layer(h, edge_index, e, batch, num_graphs)
+            h, e = layer(h, data.edge_index, e, batch, num_graphs)
         return self.norm(h), e, batch, num_graphs
 
     def probe_features(self, data: NeuralGraph | Batch) -> Tensor:
@@ -131,7 +143,10 @@ class GraphNFN(nn.Module):
             return self.head(h)
         if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        return self.head(self.pooling(h, e, data, batch, num_graphs))
+        pooled = self.pooling(h, e, data, batch, num_graphs)
+        if self.stats is not None:
+            pooled = torch.cat([pooled, self.stats(data, *self.inputs(data), batch, num_graphs)], 1)
+        return self.head(pooled)
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -260,8 +275,7 @@ def apply_edge_delta(data: NeuralGraph | Batch, delta: Tensor, bias_delta: Tenso
         delta, bias_delta = scale(data, delta, bias_delta)
     out = data.clone()
     k = delta.size(1)
-    true_size = (out.edge_attr[:, EDGE_COL["kernel_h"]] * out.edge_attr[:, EDGE_COL["kernel_w"]]).unsqueeze(1)
-    valid = (torch.arange(k, device=delta.device) < true_size) & (out.edge_group >= 0).unsqueeze(1)
+    valid = kernel_mask(out.edge_attr, out.edge_group, k)
     out.edge_attr = out.edge_attr.clone()
     out.edge_attr[:, WEIGHT_COL:WEIGHT_COL + k] += torch.where(valid, delta.to(out.edge_attr.dtype), 0)
     if bias_delta is not None:

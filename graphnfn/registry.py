@@ -26,6 +26,7 @@ from .models import BACKBONES, GraphNFN
 from .probe_baseline import ProbeMLP
 from .readouts import readout_name
 from .sign_model import SignGNN
+from .statistics import MAX_TENSORS
 
 SIGN_GNN = "sign-gnn"
 GRAPH_MODELS = BACKBONES + (SIGN_GNN,)  # GraphNFN is named by its backbone
@@ -61,7 +62,8 @@ def learns(name: str) -> bool:
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
-          edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None) -> nn.Module:
+          edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None,
+          tensor_stats: bool = False) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -77,7 +79,9 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     layer depth in the graph models, per tensor in the parameter-sharing ones) apply to the
     equivariant readout of both families. ``recompute`` applies to the transformer backbone
     (activation recomputation of its per-edge attention terms: less memory, the same function;
-    None: on large batches only).
+    None: on large batches only). ``tensor_stats``: the graph models' invariant readout also
+    reads the ``stat`` baseline's per-tensor statistics (:class:`graphnfn.statistics.TensorStatistics`,
+    :data:`graphnfn.statistics.MAX_TENSORS` weight and bias tensors).
     """
     readout = readout_name(readout, READOUTS)
     zero_output = zero_output and readout == "equivariant"
@@ -86,6 +90,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError(f"{name} is not a module: it learns nothing (align-linear: graphnfn.paramshare.AlignLinear)")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
+        slots = MAX_TENSORS if tensor_stats else 0
         if name == PROBE_MLP:
             if readout != "invariant":
                 raise ValueError("probe-mlp has only an invariant readout: it reads the networks' outputs, not weights")
@@ -95,13 +100,13 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
                             positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output,
-                            edit_scale=edit_scale, pool=pool)
+                            edit_scale=edit_scale, pool=pool, tensor_stats=slots)
             model.encoding = f"odd-fourier{fourier} (sign group)" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
-                         edit_scale=edit_scale, pool=pool, recompute=recompute)
+                         edit_scale=edit_scale, pool=pool, recompute=recompute, tensor_stats=slots)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name

@@ -29,12 +29,25 @@ from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_inde
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 from .readouts import readout_name
+from .statistics import TensorStatistics
 
 
 def acted_nodes(data: NeuralGraph | Batch) -> Tensor:
     """[N] bool: the neurons the sign group acts on (odd activation, only Linear/Conv edges, no
     max pooling)."""
     return eligible(data.x, data.edge_index, data.edge_type, data.node_type, SIGN_ACTIVATIONS, no_max_pool=True)
+
+
+def unsigned(data: NeuralGraph | Batch, acted: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(x [N, F], edge_attr [E, WEIGHT_COL + K]) in ``dtype`` with the biases of the ``acted`` [N]
+    neurons and the kernel values of the edges they touch made absolute: the parts a sign
+    flip negates, so that any function of the result is sign invariant."""
+    x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+    col = NODE_COL["bias"]
+    x = torch.cat([x[:, :col], torch.where(acted, x[:, col].abs(), x[:, col]).unsqueeze(1), x[:, col + 1:]], 1)
+    kernel = edge_attr[:, WEIGHT_COL:]
+    kernel = torch.where(acted_edges(acted, data.edge_index).unsqueeze(1), kernel.abs(), kernel)
+    return x, torch.cat([edge_attr[:, :WEIGHT_COL], kernel], 1)
 
 
 class SignEncoder(nn.Module):
@@ -97,16 +110,21 @@ class SignGNN(nn.Module):
         zero_output: start the output layers at zero (``edit()`` starts as the identity edit).
         edit_scale: as :class:`graphnfn.models.GraphNFN`'s.
         pool, pool_depths: as :class:`graphnfn.models.GraphNFN`'s.
+        tensor_stats: as :class:`graphnfn.models.GraphNFN`'s, of the absolute values of the
+            weights and biases the sign group reaches (:func:`unsigned`), so they stay invariant.
     """
 
     def __init__(self, d_out: int, readout: str = "invariant", d_hidden: int = 64, n_layers: int = 4,
                  dropout: float = 0.0, fourier: int = 16, fourier_sigma: float = 3.0, positional: bool = True,
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
-                 pool: str = "graph", pool_depths: int = 8):
+                 pool: str = "graph", pool_depths: int = 8, tensor_stats: int = 0):
         super().__init__()
         readout = readout_name(readout, READOUTS)
+        if tensor_stats and readout != "invariant":
+            raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
         self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths)
+        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)
         self.layers = nn.ModuleList(SignEquivariantConv(d_hidden, dropout) for _ in range(n_layers))
@@ -114,7 +132,8 @@ class SignGNN(nn.Module):
         if readout == "invariant":
             self.invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
             self.edge_invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
-            self.head = mlp(self.pooling.width(d_hidden), d_out, 2 * d_hidden)
+            self.head = mlp(self.pooling.width(d_hidden) + (self.stats.width if self.stats else 0), d_out,
+                            2 * d_hidden)
         else:
             d_read = d_hidden if readout == "node" else 2 * d_hidden
             self.head = ParityMLP(d_read, d_out, 2 * d_hidden, parity=-1)
@@ -153,7 +172,11 @@ class SignGNN(nn.Module):
         if self.readout == "equivariant":
             return self._edge_outputs(h, e, acted, data.edge_index)
         invariants = self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index))
-        return self.head(self.pooling(*invariants, data, batch, num_graphs))
+        pooled = self.pooling(*invariants, data, batch, num_graphs)
+        if self.stats is not None:
+            pooled = torch.cat([pooled, self.stats(data, *unsigned(data, acted, self.norm.weight.dtype), batch,
+                                                   num_graphs)], 1)
+        return self.head(pooled)
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out] output

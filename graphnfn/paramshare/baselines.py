@@ -7,10 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from ..spaces import Spec, flatten, num_entries, rebuild, shapes, tensors, unflatten
+from ..statistics import QUANTILES, STATS_PER_TENSOR
 from .elementwise import from_entries, to_entries
-
-QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
-STATS_PER_TENSOR = 2 + len(QUANTILES)
 
 
 class StatFeatures(nn.Module):

@@ -1,0 +1,93 @@
+"""Per-tensor statistics of a network's parameters, the features of the ``stat`` baseline
+(Unterthiner et al., "Predicting Neural Network Accuracy from Weights"), for both families:
+:class:`graphnfn.paramshare.StatFeatures` reads them off weight spaces, :class:`TensorStatistics`
+off neuron-graph batches, where a graph model can add them to its invariant readout.
+
+Every statistic here is of a whole tensor's entries, so it is unchanged by any permutation of
+them, and so by relabelling hidden neurons.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.utils import scatter
+
+from .graph import EDGE_COL, NODE_COL, WEIGHT_COL, NeuralGraph
+
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: mean, variance (without Bessel's correction) and the quantiles above
+STATS_PER_TENSOR = 2 + len(QUANTILES)
+#: weight and bias tensors with a slot each in :class:`TensorStatistics` by default (a ViT of
+#: four blocks has 21 weight tensors and 30 neuron groups)
+MAX_TENSORS = 32
+
+
+def kernel_mask(edge_attr: Tensor, edge_group: Tensor, k: int) -> Tensor:
+    """[E, k] bool: the first ``k`` kernel columns of ``edge_attr`` [E, WEIGHT_COL + K] that hold a
+    parameter: within each edge's true kernel (kernel_h x kernel_w; the rest is the batch's
+    zero padding) of edges that carry one (``edge_group`` >= 0)."""
+    true_size = (edge_attr[:, EDGE_COL["kernel_h"]] * edge_attr[:, EDGE_COL["kernel_w"]]).unsqueeze(1)
+    return (torch.arange(k, device=edge_attr.device) < true_size) & (edge_group >= 0).unsqueeze(1)
+
+
+def segment_stats(values: Tensor, key: Tensor, slots: int) -> Tensor:
+    """values [M], key [M] in [0, slots) -> [slots, STATS_PER_TENSOR]: the mean, the variance and
+    the QUANTILES (linear interpolation, as :func:`torch.quantile`) of the values of each key;
+    zeros for a key without values."""
+    count = torch.bincount(key, minlength=slots)
+    mean = scatter(values, key, 0, slots, "mean")
+    var = scatter((values - mean.index_select(0, key)).square(), key, 0, slots, "mean")
+    if values.numel() == 0:
+        return values.new_zeros(slots, STATS_PER_TENSOR)
+    order = torch.argsort(values, stable=True)
+    order = order.index_select(0, torch.argsort(key.index_select(0, order), stable=True))  # by key, then value
+    ordered = values.index_select(0, order)
+    start = count.cumsum(0) - count
+    pos = torch.tensor(QUANTILES, dtype=values.dtype, device=values.device) * (count - 1).clamp(min=0).unsqueeze(1)
+    lo = pos.floor()
+    frac = pos - lo
+    last = values.numel() - 1
+    below = ordered[(start.unsqueeze(1) + lo.long()).clamp(max=last)]
+    above = ordered[(start.unsqueeze(1) + pos.ceil().long()).clamp(max=last)]
+    quantiles = torch.where(count.unsqueeze(1) > 0, below + frac * (above - below), 0)
+    return torch.cat([mean.unsqueeze(1), var.unsqueeze(1), quantiles], 1)
+
+
+class TensorStatistics(nn.Module):
+    """The ``stat`` baseline's features of every network of a graph batch: per weight tensor
+    (the kernel values of the edges of one ``edge_group``) and per bias tensor (the biases of
+    the nodes of one ``node_group``), the mean, variance and 0/25/50/75/100 % quantiles.
+
+    A graph's first ``max_tensors`` edge groups and node groups get a slot each (later ones
+    share the last; a missing one is zeros). No parameters.
+
+    ``forward(data, x [N, F], edge_attr [E, WEIGHT_COL + K], batch [N], num_graphs)`` -> [B, width];
+    ``x`` and ``edge_attr`` are passed apart from ``data`` so that a model can hand over what
+    it reads (canonical forms, absolute values).
+    """
+
+    def __init__(self, max_tensors: int = MAX_TENSORS):
+        super().__init__()
+        if max_tensors < 1:
+            raise ValueError(f"max_tensors must be >= 1, got {max_tensors}")
+        self.max_tensors = max_tensors
+
+    @property
+    def width(self) -> int:
+        """Features per graph."""
+        return 2 * self.max_tensors * STATS_PER_TENSOR
+
+    def forward(self, data: NeuralGraph | Batch, x: Tensor, edge_attr: Tensor, batch: Tensor,
+                num_graphs: int) -> Tensor:
+        slots, k = num_graphs * self.max_tensors, edge_attr.size(1) - WEIGHT_COL
+        mask = kernel_mask(edge_attr, data.edge_group, k)
+        edge_key = (batch.index_select(0, data.edge_index[0]) * self.max_tensors
+                    + data.edge_group.clamp(0, self.max_tensors - 1))
+        weights = segment_stats(edge_attr[:, WEIGHT_COL:][mask], edge_key.unsqueeze(1).expand(-1, k)[mask], slots)
+        node_key = batch * self.max_tensors + data.node_group.clamp(max=self.max_tensors - 1)
+        biases = segment_stats(x[:, NODE_COL["bias"]], node_key, slots)
+        return torch.cat([weights.reshape(num_graphs, -1), biases.reshape(num_graphs, -1)], 1)
+
+    def extra_repr(self) -> str:
+        return f"max_tensors={self.max_tensors}"

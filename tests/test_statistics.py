@@ -1,0 +1,137 @@
+"""Per-tensor statistics read off graph batches (graphnfn.statistics) and the graph models'
+readout that adds them (``tensor_stats``)."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import converters
+import graphnfn
+from graphnfn import registry
+from graphnfn.graph import NODE_COL, WEIGHT_COL
+from graphnfn.models import GraphNFN
+from graphnfn.sign_model import SignGNN, acted_nodes, unsigned
+from graphnfn.statistics import MAX_TENSORS, QUANTILES, STATS_PER_TENSOR, TensorStatistics, segment_stats
+from nets import cnns, induced_node_map, mlps, permute_hidden
+from test_sign_gnn import flip, nets_strategy, random_batch, random_signs
+
+
+def stats_of(values: torch.Tensor) -> torch.Tensor:
+    """What the stat baseline computes of one tensor, with torch's own reductions."""
+    v = values.flatten().double()
+    return torch.cat([v.mean()[None], v.var(correction=0)[None], torch.quantile(v, torch.tensor(QUANTILES).double())])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(0, 2**16))
+def test_segment_stats_are_torch_reductions_per_key(keys, seed):
+    """Mean, variance and quantiles of each key's values; a key without values is all zeros."""
+    key = torch.tensor(keys, dtype=torch.long)
+    values = torch.randn(len(keys), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    values[: len(keys) // 3] = 0.5  # ties
+    out = segment_stats(values, key, 6)
+    assert out.shape == (6, STATS_PER_TENSOR)
+    for k in range(6):
+        at = key == k
+        expected = stats_of(values[at]) if at.any() else torch.zeros(STATS_PER_TENSOR, dtype=torch.float64)
+        torch.testing.assert_close(out[k], expected)
+
+
+@st.composite
+def plain_nets(draw):
+    """Linear stacks, or Conv2d stacks with a Flatten and a Linear head (kernel values per edge)."""
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    if draw(st.booleans()):
+        widths = draw(st.lists(st.integers(1, 5), min_size=2, max_size=5))
+        layers = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.Linear(a, b, bias=draw(st.booleans())), nn.Tanh()]
+        model = nn.Sequential(*layers[:-1])
+        model.input_shape = (widths[0],)
+        return model
+    chans = draw(st.lists(st.integers(1, 3), min_size=2, max_size=3))
+    layers = []
+    for a, b in zip(chans, chans[1:]):
+        layers += [nn.Conv2d(a, b, draw(st.integers(1, 3)), bias=draw(st.booleans())), nn.ReLU()]
+    layers.append(nn.Flatten())
+    size = nn.Sequential(*layers)(torch.zeros(1, chans[0], 5, 5)).size(1)
+    model = nn.Sequential(*layers, nn.Linear(size, draw(st.integers(1, 3))))
+    model.input_shape = (chans[0], 5, 5)
+    return model
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(plain_nets(), min_size=1, max_size=3))
+def test_graph_statistics_are_those_of_the_parameter_tensors(models):
+    """Each graph's slot of edge group ``name`` holds the statistics of ``state_dict()[name]``,
+    and the slot of node group ``m`` those of ``m.bias`` (zeros for a layer without one): the
+    numbers the stat baseline reads off the weight space, kernels and flatten edges included."""
+    graphs = [converters.to_graph(m.double()) for m in models]
+    batch = graphnfn.collate(graphs)
+    out = TensorStatistics(8)(batch, batch.x, batch.edge_attr, batch.batch, len(models)).view(len(models), 2, 8, -1)
+    for b, (model, g) in enumerate(zip(models, graphs)):
+        state = model.state_dict()
+        for slot, name in enumerate(g.spec.edge_groups):
+            torch.testing.assert_close(out[b, 0, slot], stats_of(state[name]))
+        for slot, name in enumerate(g.spec.node_groups):
+            bias = state.get(f"{name}.bias", torch.zeros(int((g.node_group == slot).sum())))
+            torch.testing.assert_close(out[b, 1, slot], stats_of(bias))
+        assert out[b, :, len(g.spec.node_groups):].abs().sum() == 0  # missing tensors are zeros
+
+
+def test_later_tensors_share_the_last_slot():
+    g = converters.to_graph(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)))
+    out = TensorStatistics(2)(g, g.x, g.edge_attr, torch.zeros(g.num_nodes, dtype=torch.long), 1).view(2, 2, -1)
+    later = torch.cat([g.weight[g.edge_group == k] for k in range(1, len(g.spec.edge_groups))])
+    torch.testing.assert_close(out[0, 1], stats_of(later).float())
+    with pytest.raises(ValueError, match="max_tensors"):
+        TensorStatistics(0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.one_of(mlps(max_width=5), cnns(size=8)), st.integers(0, 2**16))
+@pytest.mark.parametrize("backbone", ["pna", "transformer", "sign-gnn"])
+def test_readout_with_statistics_is_invariant(backbone, model, seed):
+    """Relabelling hidden neurons leaves a model reading per-tensor statistics unchanged, and the
+    statistics reach its head."""
+    gen = torch.Generator().manual_seed(seed)
+    model = model.double().eval()
+    permuted, perms = permute_hidden(model, gen)
+    g1, g2 = converters.to_graph(model), converters.to_graph(permuted)
+    induced_node_map(g1, g2, perms)  # the two graphs are one network relabelled
+    torch.manual_seed(0)
+    net = (SignGNN(3, d_hidden=8, n_layers=2, fourier=4, tensor_stats=4) if backbone == "sign-gnn" else
+           GraphNFN(3, backbone=backbone, d_hidden=8, n_layers=2, heads=2, fourier=4, tensor_stats=4)).double().eval()
+    assert net.head[0].in_features == net.pooling.width(8) + net.stats.width
+    torch.testing.assert_close(net(g1), net(g2), rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=10, deadline=None)
+@given(nets=nets_strategy, seed=st.integers(0, 2**16))
+def test_sign_gnn_statistics_are_sign_invariant(nets, seed):
+    """SignGNN reads the statistics of |w| where the sign group acts (:func:`unsigned`), so sign
+    flips of odd neurons change nothing; elsewhere it reads the values as they are."""
+    g = random_batch(nets, seed)
+    gf = flip(g, random_signs(g, seed))
+    torch.manual_seed(seed)
+    net = SignGNN(2, d_hidden=8, n_layers=2, fourier=4, tensor_stats=8).double()
+    torch.testing.assert_close(net(gf), net(g), rtol=1e-9, atol=1e-10)
+    acted = acted_nodes(g)
+    x, edge_attr = unsigned(g, acted, torch.float64)
+    untouched = ~acted
+    torch.testing.assert_close(x[untouched, NODE_COL["bias"]], g.x[untouched, NODE_COL["bias"]].double())
+    free = ~(acted[g.edge_index[0]] | acted[g.edge_index[1]])
+    torch.testing.assert_close(edge_attr[free], g.edge_attr[free].double())
+    assert (edge_attr[:, WEIGHT_COL:] >= 0)[~free].all()
+
+
+def test_registry_and_readouts():
+    """``tensor_stats=True`` builds MAX_TENSORS slots for both graph model kinds; the statistics
+    feed the invariant readout only."""
+    g = graphnfn.collate([converters.to_graph(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))])
+    for name in ("pna", "sign-gnn"):
+        model = registry.build(name, g, d_out=2, tensor_stats=True)
+        assert model.stats.max_tensors == MAX_TENSORS and model(g).shape == (1, 2)
+        assert registry.build(name, g, d_out=2).stats is None
+        with pytest.raises(ValueError, match="tensor_stats feeds the invariant readout only"):
+            registry.build(name, g, d_out=1, readout="equivariant", tensor_stats=True)
