@@ -154,7 +154,7 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
     else:
         log = _run.log_scalar if _run is not None else None
         result = fit(model, loaders["train"], loaders["val"], loaders["test"], task, steps=cfg["steps"],
-                     eval_every=cfg["eval_every"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                     eval_every=cfg["eval_every"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], warmup=cfg["warmup"],
                      device=cfg["device"], amp=cfg["amp"], log=log, progress=distributed.rank() == 0,
                      distributed=distributed.world_size() > 1, checkpoint=checkpoint)
         encoding = model.encoding

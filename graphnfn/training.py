@@ -11,6 +11,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable
 
 import numpy as np
@@ -132,12 +133,22 @@ def _log_row(log: Callable[[str, float, int], None], row: dict) -> None:
             log(k, v, row["step"])
 
 
+def lr_factor(step: int, steps: int, warmup: int = 0) -> float:
+    """The learning rate at optimizer step ``step`` (0-based) as a fraction of the peak: cosine decay
+    to 0 over ``steps``, times a linear rise over the first ``warmup`` steps ((step + 1) / warmup).
+    Adam's first steps move every weight by about the learning rate whatever its gradient; on ViT
+    graphs that threw pna's outputs far off (its loss went 0.28 -> 5.7 at the second step)."""
+    rise = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return rise * (0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+
+
 def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, steps: int = 500,
-        eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto",
-        amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True,
+        eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, warmup: int = 0,
+        device: str = "auto", amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True,
         distributed: bool = False, checkpoint: str | os.PathLike | None = None) -> FitResult:
     """AdamW with cosine decay for ``steps`` optimizer steps (the budget: the same for every
-    model whatever its batch cost), passing over ``train`` as often as needed.
+    model whatever its batch cost), passing over ``train`` as often as needed; ``warmup`` > 0:
+    the learning rate first rises linearly over that many steps (:func:`lr_factor`).
 
     Every ``eval_every`` steps (default: ``steps // 20``) and after the last, the model is
     scored on ``val``; the weights of the best validation score are kept and scored on
@@ -158,6 +169,8 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
     """
     if steps < 1:
         raise ValueError(f"fit: steps must be >= 1, got {steps}")
+    if not 0 <= warmup < steps:
+        raise ValueError(f"fit: warmup must be in [0, steps={steps}), got {warmup}")
     eval_every = max(1, eval_every or steps // 20)
     if checkpoint is not None and distributed:
         raise ValueError("fit: checkpoint is for one process; distributed fits cannot resume yet")
@@ -167,12 +180,13 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: 
     if distributed:  # DDP must not wait for gradients a model never makes (monomial and magep leave biases unused)
         predict = DistributedDataParallel(predict, find_unused_parameters=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=steps, warmup=warmup))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     sign = 1 if task.higher_is_better else -1
     saved = None if checkpoint is None else \
-        Checkpoint(checkpoint, {"steps": steps, "eval_every": eval_every, "lr": lr, "weight_decay": weight_decay})
+        Checkpoint(checkpoint, {"steps": steps, "eval_every": eval_every, "lr": lr, "weight_decay": weight_decay}
+                   | ({"warmup": warmup} if warmup else {}))  # the checkpoints of before warmup existed resume
     loop, batches = saved.load(model, opt, sched, train) if saved else (None, Passes(train))
     if loop is None:
         loop = {"step": 0, "best": -math.inf, "best_state": None, "best_step": -1, "history": [], "seconds": 0.0,

@@ -1,5 +1,6 @@
 """A fit cut off mid-run continues from its checkpoint and ends as an uninterrupted one would."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from graphnfn.training import classification_task, fit
+from graphnfn.training import classification_task, fit, lr_factor
 
 STEPS, EVAL_EVERY = 23, 3  # 5 batches a pass: evaluations (and checkpoints) fall mid-pass
 
@@ -94,6 +95,23 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
         train, val, test = _data("list")
         fit(_model(0), train, val, test, classification_task(), steps=STEPS + 1, eval_every=EVAL_EVERY, lr=0.1,
             device="cpu", progress=False, checkpoint=path)
+
+
+def test_warmup_rises_then_follows_the_cosine_and_is_part_of_the_checkpoint(tmp_path):
+    """lr_factor: (step + 1) / warmup times the cosine, the plain cosine without warmup; a warmed-up
+    fit resumes only with the same warmup, and differs from one without."""
+    steps = 10
+    cosine = [0.5 * (1 + math.cos(math.pi * s / steps)) for s in range(steps + 1)]
+    assert [lr_factor(s, steps) for s in range(steps + 1)] == cosine
+    assert [lr_factor(s, steps, warmup=4) for s in range(steps + 1)] == \
+        [min(1, (s + 1) / 4) * c for s, c in enumerate(cosine)]
+    with pytest.raises(ValueError, match="warmup must be in"):
+        _fit("list", warmup=STEPS)
+    path = tmp_path / "fit.pt"
+    warm = _fit("list", warmup=5, checkpoint=path)
+    assert warm.history != _fit("list").history
+    with pytest.raises(ValueError, match=r"other \['warmup'\]"):
+        _fit("list", warmup=3, checkpoint=path)
 
 
 ROOT = Path(__file__).resolve().parents[1]
