@@ -18,8 +18,8 @@ from .graph import EDGE_COL, NODE_COL, WEIGHT_COL, NeuralGraph
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: mean, variance (without Bessel's correction) and the quantiles above
 STATS_PER_TENSOR = 2 + len(QUANTILES)
-#: weight and bias tensors with a slot each in :class:`TensorStatistics` by default (a ViT of
-#: four blocks has 21 weight tensors and 30 neuron groups)
+#: weight and bias tensors with a slot each in :class:`TensorStatistics` by default (a two-block
+#: ViT of the transformer zoo has 21 weight tensors and 30 neuron groups)
 MAX_TENSORS = 32
 
 
