@@ -144,8 +144,9 @@ def lr_factor(step: int, steps: int, warmup: int = 0) -> float:
 
 def fit(model: nn.Module, train: Iterable, val: Iterable, test: Iterable, task: Task, steps: int = 500,
         eval_every: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0, warmup: int = 0,
-        device: str = "auto", amp: bool = False, log: Callable[[str, float, int], None] | None = None, progress: bool = True,
-        distributed: bool = False, checkpoint: str | os.PathLike | None = None) -> FitResult:
+        device: str = "auto", amp: bool = False, log: Callable[[str, float, int], None] | None = None,
+        progress: bool = True, distributed: bool = False,
+        checkpoint: str | os.PathLike | None = None) -> FitResult:
     """AdamW with cosine decay for ``steps`` optimizer steps (the budget: the same for every
     model whatever its batch cost), passing over ``train`` as often as needed; ``warmup`` > 0:
     the learning rate first rises linearly over that many steps (:func:`lr_factor`).
