@@ -87,8 +87,7 @@ class GraphNFN(nn.Module):
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
-        self.pooling = GraphPool(pool, pool_depths)
-        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
+        self.pooling = GraphPool(pool, pool_depths, tensor_stats)
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
@@ -96,7 +95,7 @@ class GraphNFN(nn.Module):
             SparseRelationalAttention(d_hidden, heads, dropout, recompute)
             for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_hidden)
-        d_read = {"invariant": self.pooling.width(d_hidden) + (self.stats.width if self.stats else 0), "node": d_hidden,
+        d_read = {"invariant": self.pooling.width(d_hidden), "node": d_hidden,
                   "equivariant": 3 * d_hidden}[readout]
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # equivariant readout: a second head edits the biases (see edit())
@@ -117,11 +116,13 @@ class GraphNFN(nn.Module):
                                         node_layers(data), self.symmetry)
         return x, edge_attr
 
-    def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int]:
-        """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B."""
+    def encode(self, data: NeuralGraph | Batch,
+               inputs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B.
+        ``inputs``: ``self.inputs(data)`` where the caller has it already."""
         batch, num_graphs = graph_index(data)
         probe_h = self.probe_features(data) if self.nodes.probe is not None else None
-        x, edge_attr = self.inputs(data)
+        x, edge_attr = inputs if inputs is not None else self.inputs(data)
         h = self.nodes(x, data.node_type, data.layer, probe_h)
         e = self.edges(edge_attr, data.edge_type)
         for layer in self.layers:
@@ -137,16 +138,14 @@ class GraphNFN(nn.Module):
 
     def forward(self, data: NeuralGraph | Batch) -> Tensor:
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
-        h, e, batch, num_graphs = self.encode(data)
+        inputs = self.inputs(data)
+        h, e, batch, num_graphs = self.encode(data, inputs)
         src, dst = data.edge_index
         if self.readout == "node":
             return self.head(h)
         if self.readout == "equivariant":
             return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        pooled = self.pooling(h, e, data, batch, num_graphs)
-        if self.stats is not None:
-            pooled = torch.cat([pooled, self.stats(data, *self.inputs(data), batch, num_graphs)], 1)
-        return self.head(pooled)
+        return self.head(self.pooling(h, e, data, batch, num_graphs, inputs))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -197,26 +196,34 @@ POOLS = ("graph", "layer")
 
 class GraphPool(nn.Module):
     """The invariant readout's pooling (no parameters): each graph whole (``pool="graph"``) or
-    each of its first ``depths`` layer depths apart (``"layer"``; :func:`pool_graphs`).
+    each of its first ``depths`` layer depths apart (``"layer"``; :func:`pool_graphs`); with
+    ``tensor_stats`` > 0, followed by the per-tensor statistics of the inputs
+    (:class:`graphnfn.statistics.TensorStatistics` of that many tensors).
 
-    h [N, d], e [E, d] of a batch -> [B, width(d)].
+    h [N, d], e [E, d] of a batch (and with statistics ``inputs``: the (x, edge_attr) the model
+    read) -> [B, width(d)].
     """
 
-    def __init__(self, pool: str = "graph", depths: int = 8):
+    def __init__(self, pool: str = "graph", depths: int = 8, tensor_stats: int = 0):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if depths < 1:
             raise ValueError(f"pool_depths must be >= 1, got {depths}")
         self.pool, self.depths = pool, depths
+        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
 
     def width(self, d: int) -> int:
         """Features per graph of d-wide node and edge states."""
-        return 4 * d * (self.depths if self.pool == "layer" else 1)
+        return 4 * d * (self.depths if self.pool == "layer" else 1) + (self.stats.width if self.stats else 0)
 
-    def forward(self, h: Tensor, e: Tensor, data: NeuralGraph | Batch, batch: Tensor, num_graphs: int) -> Tensor:
-        return pool_graphs(h, e, batch, data.edge_index, num_graphs,
-                           data.layer if self.pool == "layer" else None, self.depths)
+    def forward(self, h: Tensor, e: Tensor, data: NeuralGraph | Batch, batch: Tensor, num_graphs: int,
+                inputs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        pooled = pool_graphs(h, e, batch, data.edge_index, num_graphs,
+                             data.layer if self.pool == "layer" else None, self.depths)
+        if self.stats is None:
+            return pooled
+        return torch.cat([pooled, self.stats(data, *inputs, batch, num_graphs)], 1)
 
     def extra_repr(self) -> str:
         return f"pool={self.pool!r}, depths={self.depths}"

@@ -29,7 +29,6 @@ from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_inde
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 from .readouts import readout_name
-from .statistics import TensorStatistics
 
 
 def acted_nodes(data: NeuralGraph | Batch) -> Tensor:
@@ -123,8 +122,7 @@ class SignGNN(nn.Module):
         readout = readout_name(readout, READOUTS)
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
-        self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths)
-        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
+        self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths, tensor_stats)
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)
         self.layers = nn.ModuleList(SignEquivariantConv(d_hidden, dropout) for _ in range(n_layers))
@@ -132,8 +130,7 @@ class SignGNN(nn.Module):
         if readout == "invariant":
             self.invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
             self.edge_invariants = ParityMLP(d_hidden, d_hidden, 2 * d_hidden, parity=1)
-            self.head = mlp(self.pooling.width(d_hidden) + (self.stats.width if self.stats else 0), d_out,
-                            2 * d_hidden)
+            self.head = mlp(self.pooling.width(d_hidden), d_out, 2 * d_hidden)
         else:
             d_read = d_hidden if readout == "node" else 2 * d_hidden
             self.head = ParityMLP(d_read, d_out, 2 * d_hidden, parity=-1)
@@ -172,11 +169,8 @@ class SignGNN(nn.Module):
         if self.readout == "equivariant":
             return self._edge_outputs(h, e, acted, data.edge_index)
         invariants = self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index))
-        pooled = self.pooling(*invariants, data, batch, num_graphs)
-        if self.stats is not None:
-            pooled = torch.cat([pooled, self.stats(data, *unsigned(data, acted, self.norm.weight.dtype), batch,
-                                                   num_graphs)], 1)
-        return self.head(pooled)
+        inputs = unsigned(data, acted, self.norm.weight.dtype) if self.pooling.stats is not None else None
+        return self.head(self.pooling(*invariants, data, batch, num_graphs, inputs))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out] output

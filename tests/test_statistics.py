@@ -102,7 +102,7 @@ def test_readout_with_statistics_is_invariant(backbone, model, seed):
     torch.manual_seed(0)
     net = (SignGNN(3, d_hidden=8, n_layers=2, fourier=4, tensor_stats=4) if backbone == "sign-gnn" else
            GraphNFN(3, backbone=backbone, d_hidden=8, n_layers=2, heads=2, fourier=4, tensor_stats=4)).double().eval()
-    assert net.head[0].in_features == net.pooling.width(8) + net.stats.width
+    assert net.head[0].in_features == 4 * 8 + 2 * 4 * STATS_PER_TENSOR  # pooled states, then the statistics
     torch.testing.assert_close(net(g1), net(g2), rtol=1e-9, atol=1e-9)
 
 
@@ -131,7 +131,7 @@ def test_registry_and_readouts():
     g = graphnfn.collate([converters.to_graph(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))])
     for name in ("pna", "sign-gnn"):
         model = registry.build(name, g, d_out=2, tensor_stats=True)
-        assert model.stats.max_tensors == MAX_TENSORS and model(g).shape == (1, 2)
-        assert registry.build(name, g, d_out=2).stats is None
+        assert model.pooling.stats.max_tensors == MAX_TENSORS and model(g).shape == (1, 2)
+        assert registry.build(name, g, d_out=2).pooling.stats is None
         with pytest.raises(ValueError, match="tensor_stats feeds the invariant readout only"):
             registry.build(name, g, d_out=1, readout="equivariant", tensor_stats=True)
