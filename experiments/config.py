@@ -46,7 +46,7 @@ def shared_config():
     positional = True  # graph models: learned embeddings of input/output positions
     layer_embedding = True  # graph models: learned embedding of each node's layer depth
     probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
-    symmetry = None  # graph models: None, "sign" or "scale" canonical forms
+    symmetry = None  # graph models: None, "sign" or "scale" canonical forms (sign-gnn has sign built in)
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout: also read the stat baseline's per-tensor statistics
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)

@@ -73,8 +73,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     names what each model read. ``d_hidden`` is the graph models' width and the
     parameter-sharing models' ``hidden``; ``n_layers``, ``heads``, ``positional``,
     ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
-    ``symmetry`` and ``pool`` apply to the graph models (``symmetry`` only to GraphNFN's backbones:
-    ``sign-gnn`` is equivariant to sign flips by construction and reads every network as it is).
+    ``symmetry`` and ``pool`` apply to the graph models (``sign-gnn`` is equivariant to sign flips
+    by construction: for it ``"sign"`` changes nothing, and ``"scale"`` adds the ReLU canonical form).
     ``zero_output`` and ``edit_scale`` (learned scales of the edits, starting at this value: per
     layer depth in the graph models, per tensor in the parameter-sharing ones) apply to the
     equivariant readout of both families. ``recompute`` applies to the transformer backbone
@@ -99,9 +99,11 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
             return model
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
-                            positional=positional, layer_embedding=layer_embedding, probe=probe, zero_output=zero_output,
-                            edit_scale=edit_scale, pool=pool, tensor_stats=slots)
-            model.encoding = f"odd-fourier{fourier} (sign group)" if fourier else "raw"
+                            positional=positional, layer_embedding=layer_embedding, probe=probe,
+                            zero_output=zero_output, edit_scale=edit_scale, pool=pool, tensor_stats=slots,
+                            symmetry=symmetry)
+            groups = "sign group, scale canonical" if symmetry == "scale" else "sign group"
+            model.encoding = f"odd-fourier{fourier} ({groups})" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,

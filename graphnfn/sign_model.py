@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from .canonical import SIGN_ACTIVATIONS, eligible
+from .canonical import SIGN_ACTIVATIONS, canonicalize, eligible
 from .features import NodeEncoder, ProbeFeatures
 from .fourier import FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
-from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, probe_activations
+from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, node_layers, probe_activations
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 from .readouts import readout_name
@@ -37,15 +37,14 @@ def acted_nodes(data: NeuralGraph | Batch) -> Tensor:
     return eligible(data.x, data.edge_index, data.edge_type, data.node_type, SIGN_ACTIVATIONS, no_max_pool=True)
 
 
-def unsigned(data: NeuralGraph | Batch, acted: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(x [N, F], edge_attr [E, WEIGHT_COL + K]) in ``dtype`` with the biases of the ``acted`` [N]
-    neurons and the kernel values of the edges they touch made absolute: the parts a sign
-    flip negates, so that any function of the result is sign invariant."""
-    x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+def unsigned(x: Tensor, edge_attr: Tensor, edge_index: Tensor, acted: Tensor) -> tuple[Tensor, Tensor]:
+    """(x [N, F], edge_attr [E, WEIGHT_COL + K]) with the biases of the ``acted`` [N] neurons and
+    the kernel values of the edges they touch made absolute: the parts a sign flip negates, so
+    that any function of the result is sign invariant."""
     col = NODE_COL["bias"]
     x = torch.cat([x[:, :col], torch.where(acted, x[:, col].abs(), x[:, col]).unsqueeze(1), x[:, col + 1:]], 1)
     kernel = edge_attr[:, WEIGHT_COL:]
-    kernel = torch.where(acted_edges(acted, data.edge_index).unsqueeze(1), kernel.abs(), kernel)
+    kernel = torch.where(acted_edges(acted, edge_index).unsqueeze(1), kernel.abs(), kernel)
     return x, torch.cat([edge_attr[:, :WEIGHT_COL], kernel], 1)
 
 
@@ -111,15 +110,23 @@ class SignGNN(nn.Module):
         pool, pool_depths: as :class:`graphnfn.models.GraphNFN`'s.
         tensor_stats: as :class:`graphnfn.models.GraphNFN`'s, of the absolute values of the
             weights and biases the sign group reaches (:func:`unsigned`), so they stay invariant.
+        symmetry: ``None`` or ``"sign"`` (the same model: it is sign equivariant by construction),
+            or ``"scale"``: first map each graph to its canonical form under positive scalings of
+            ReLU neurons (:func:`graphnfn.canonical.canonicalize`), so the model is also
+            invariant to those. Odd and ReLU neurons are disjoint, so the two groups combine.
     """
 
     def __init__(self, d_out: int, readout: str = "invariant", d_hidden: int = 64, n_layers: int = 4,
                  dropout: float = 0.0, fourier: int = 16, fourier_sigma: float = 3.0, positional: bool = True,
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
-                 pool: str = "graph", pool_depths: int = 8, tensor_stats: int = 0):
+                 pool: str = "graph", pool_depths: int = 8, tensor_stats: int = 0, symmetry: str | None = None):
         super().__init__()
         readout = readout_name(readout, READOUTS)
+        if symmetry not in (None, "sign", "scale"):
+            raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
+        # sign flips are built into the layers; only the scale group needs a canonical form
+        self.canonical = "scale" if symmetry == "scale" else None
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
         self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths, tensor_stats)
@@ -142,14 +149,24 @@ class SignGNN(nn.Module):
                     nn.init.zeros_(param)
         self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
 
-    def encode(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor, Tensor, int, Tensor]:
+    def inputs(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor]:
+        """(x [N, F], edge_attr [E, WEIGHT_COL + K]) as the model reads them: in its dtype, and with
+        ``symmetry="scale"`` in canonical form."""
+        x, edge_attr = data.x.to(self.norm.weight.dtype), data.edge_attr.to(self.norm.weight.dtype)
+        if self.canonical:
+            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                        node_layers(data), self.canonical)
+        return x, edge_attr
+
+    def encode(self, data: NeuralGraph | Batch,
+               inputs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, int, Tensor]:
         """Final node states h [N, d], edge states e [E, d], the node -> graph index [N], B, and
-        the acted-on nodes [N] bool."""
+        the acted-on nodes [N] bool. ``inputs``: ``self.inputs(data)`` where the caller has it."""
         dtype = self.norm.weight.dtype
-        x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+        x, edge_attr = inputs if inputs is not None else self.inputs(data)
         batch, num_graphs = graph_index(data)
         acted = acted_nodes(data)
-        probe_h = probe_activations(self.probe, data, dtype) if self.probe is not None else None
+        probe_h = probe_activations(self.probe, data, dtype, self.canonical) if self.probe is not None else None
         h, e = self.encoder(data, x, edge_attr, acted, probe_h)
         for layer in self.layers:
             h, e = layer(h, data.edge_index, e, batch, num_graphs, acted)
@@ -163,14 +180,15 @@ class SignGNN(nn.Module):
 
     def forward(self, data: NeuralGraph | Batch) -> Tensor:
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
-        h, e, batch, num_graphs, acted = self.encode(data)
+        inputs = self.inputs(data)
+        h, e, batch, num_graphs, acted = self.encode(data, inputs)
         if self.readout == "node":
             return self.head(h, acted)
         if self.readout == "equivariant":
             return self._edge_outputs(h, e, acted, data.edge_index)
         invariants = self.invariants(h, acted), self.edge_invariants(e, acted_edges(acted, data.edge_index))
-        inputs = unsigned(data, acted, self.norm.weight.dtype) if self.pooling.stats is not None else None
-        return self.head(self.pooling(*invariants, data, batch, num_graphs, inputs))
+        stats_of = unsigned(*inputs, data.edge_index, acted) if self.pooling.stats is not None else None
+        return self.head(self.pooling(*invariants, data, batch, num_graphs, stats_of))
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out] output

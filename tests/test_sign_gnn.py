@@ -12,7 +12,7 @@ import graphnfn
 from graphnfn import Sine
 from graphnfn.execute import run_graph
 from graphnfn.features import ProbeFeatures
-from graphnfn.graph import NODE_COL, WEIGHT_COL
+from graphnfn.graph import ACT_COLS, NODE_COL, WEIGHT_COL, Activation
 from graphnfn.models import node_layers
 from graphnfn.nn import SignEquivariantConv
 from graphnfn.nn.sign import ParityMLP
@@ -136,6 +136,46 @@ def test_not_invariant_to_what_is_no_symmetry():
     assert not torch.allclose(model(gi), model(g))
     relu = (g.node_type == graphnfn.NodeType.HIDDEN) & ~acted_nodes(g)
     assert not torch.allclose(model(flip(g, torch.where(relu, -1.0, 1.0).double())), model(g))
+
+
+def rescale(g, factors):
+    """The batch with neuron j's bias times factors[j] and edge i -> j's weights times
+    factors[j] / factors[i] (a positive scaling of ReLU neurons keeps the function)."""
+    out = g.clone()
+    out.x = g.x.clone()
+    out.x[:, NODE_COL["bias"]] *= factors
+    out.edge_attr = g.edge_attr.clone()
+    out.edge_attr[:, WEIGHT_COL:] *= (factors[g.edge_index[1]] / factors[g.edge_index[0]]).unsqueeze(1)
+    return out
+
+
+@settings(max_examples=8, deadline=None)
+@given(nets=nets_strategy, seed=st.integers(0, 2**16))
+def test_scale_option_adds_invariance_to_relu_scalings(nets, seed):
+    """``symmetry="scale"``: invariant to positive scalings of ReLU neurons and sign flips of odd
+    ones at once (statistics and probe features included); without it a scaling moves the output."""
+    g = random_batch(nets + [([2, 3, 4, 1], ["relu", "sine"])], seed)
+    relu = (g.node_type == graphnfn.NodeType.HIDDEN) & (g.x[:, ACT_COLS.start + int(Activation.RELU)] > 0)
+    gen = torch.Generator().manual_seed(seed)
+    factors = torch.where(relu, torch.rand(g.num_nodes, generator=gen, dtype=torch.float64) * 4 + 0.1, 1.0)
+    moved = flip(rescale(g, factors), random_signs(g, seed))
+    n_inputs = int(g.x[g.node_type == graphnfn.NodeType.INPUT, NODE_COL["position"]].max()) + 1
+    probes = torch.randn(5, n_inputs, dtype=torch.float64)
+    outputs = g.node_type == graphnfn.NodeType.OUTPUT
+
+    def run(graph):
+        return run_graph(probes, graph.x, graph.edge_index, graph.edge_attr, graph.node_type, graph.edge_type,
+                         graph.layer, node_layers(graph))[outputs]
+    torch.testing.assert_close(run(moved), run(g))  # the same networks
+    torch.manual_seed(seed)
+    aware = SignGNN(3, d_hidden=8, n_layers=2, fourier=4, probe=ProbeFeatures(4, n_inputs), tensor_stats=8,
+                    symmetry="scale").double()
+    torch.testing.assert_close(aware(moved), aware(g), rtol=1e-9, atol=1e-10)
+    torch.manual_seed(seed)
+    plain = SignGNN(3, d_hidden=8, n_layers=2, fourier=4, tensor_stats=8).double()
+    assert not torch.allclose(plain(moved), plain(g), atol=1e-6)
+    with pytest.raises(ValueError, match="symmetry must be"):
+        SignGNN(1, symmetry="permute")
 
 
 @settings(max_examples=10, deadline=None)

@@ -117,7 +117,7 @@ def test_sign_gnn_statistics_are_sign_invariant(nets, seed):
     net = SignGNN(2, d_hidden=8, n_layers=2, fourier=4, tensor_stats=8).double()
     torch.testing.assert_close(net(gf), net(g), rtol=1e-9, atol=1e-10)
     acted = acted_nodes(g)
-    x, edge_attr = unsigned(g, acted, torch.float64)
+    x, edge_attr = unsigned(g.x, g.edge_attr, g.edge_index, acted)
     untouched = ~acted
     torch.testing.assert_close(x[untouched, NODE_COL["bias"]], g.x[untouched, NODE_COL["bias"]].double())
     free = ~(acted[g.edge_index[0]] | acted[g.edge_index[1]])
