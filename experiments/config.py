@@ -48,7 +48,7 @@ def shared_config():
     probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms (sign-gnn has sign built in)
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
-    tensor_stats = False  # graph models' invariant readout: also read the stat baseline's per-tensor statistics
+    tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
     augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
@@ -101,6 +101,8 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
     weight_augment(cfg)
+    if cfg.get("tensor_stats", False) not in (False, True, "fourier"):
+        raise ValueError(f"tensor_stats must be False, True or 'fourier', got {cfg['tensor_stats']!r}")
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .execute import run_graph
-from .fourier import FourierFeatures
+from .fourier import BIAS_SEED, WEIGHT_SEED, FourierFeatures
 from .graph import ACT_COLS, EDGE_META, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
 #: Scalar node columns (everything but position and the activation one-hot).
@@ -61,7 +61,7 @@ class NodeEncoder(nn.Module):
         # a buffer, not a list: indexing a CUDA tensor with a list copies the list to the device
         # from pageable memory, which blocks the host
         self.register_buffer("scalar_cols", torch.tensor([NODE_COL[c] for c in NODE_SCALARS]), persistent=False)
-        self.fourier = FourierFeatures(fourier, sigma)
+        self.fourier = FourierFeatures(fourier, sigma, seed=BIAS_SEED)
         self.scalars = nn.Linear(len(NODE_SCALARS) * self.fourier.expansion + len(Activation), d)
         self.node_type = nn.Embedding(len(NodeType), d)
         self.max_positions = max_positions
@@ -110,7 +110,7 @@ class EdgeEncoder(nn.Module):
     def __init__(self, d: int, fourier: int = 16, sigma: float = 3.0, max_kernel: int = 9, chunk_values: int = 2**24):
         super().__init__()
         self.max_kernel, self.chunk_values = max_kernel, chunk_values
-        self.fourier = FourierFeatures(fourier, sigma, seed=1)
+        self.fourier = FourierFeatures(fourier, sigma, seed=WEIGHT_SEED)
         self.proj = nn.Linear(len(EDGE_META) + max_kernel * self.fourier.expansion, d)
         self.edge_type = nn.Embedding(len(EdgeType), d)
 

@@ -9,6 +9,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+#: the frequency seeds of weights and kernel values (edges) and of biases (nodes), the same in
+#: the graph encoders, the parameter-sharing input encoding and both families' statistics
+WEIGHT_SEED, BIAS_SEED = 1, 0
+
 
 class FourierFeatures(nn.Module):
     """Gaussian Fourier features of scalars.
@@ -20,11 +24,13 @@ class FourierFeatures(nn.Module):
     Channel c's features are contiguous: output index c * expansion + k.
     """
 
-    def __init__(self, n_freq: int = 16, sigma: float = 3.0, seed: int = 0, odd: bool = False):
+    def __init__(self, n_freq: int = 16, sigma: float = 3.0, seed: int = 0, odd: bool = False,
+                 persistent: bool = True):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.odd = odd
-        self.register_buffer("freq", torch.randn(n_freq, generator=gen) * sigma * 2 * math.pi)
+        # persistent=False keeps the frequencies (a function of the seed) out of state_dict
+        self.register_buffer("freq", torch.randn(n_freq, generator=gen) * sigma * 2 * math.pi, persistent=persistent)
 
     @property
     def expansion(self) -> int:

@@ -69,6 +69,8 @@ class GraphNFN(nn.Module):
             variance and quantiles of each weight and bias tensor:
             :class:`graphnfn.statistics.TensorStatistics`) of each graph's first ``tensor_stats``
             tensors, next to the pooled states (0: none); with ``symmetry``, of the canonical form.
+        stats_fourier: those statistics are of each value's Gaussian Fourier features (this many
+            frequencies, ``fourier_sigma``; 0: of the values), as ``stat`` reads them.
     """
 
     def __init__(self, d_out: int, backbone: str = "pna", readout: str = "invariant", d_hidden: int = 64,
@@ -77,7 +79,7 @@ class GraphNFN(nn.Module):
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
                  edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8,
-                 recompute: bool | None = None, tensor_stats: int = 0):
+                 recompute: bool | None = None, tensor_stats: int = 0, stats_fourier: int = 0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -87,7 +89,7 @@ class GraphNFN(nn.Module):
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
-        self.pooling = GraphPool(pool, pool_depths, tensor_stats)
+        self.pooling = GraphPool(pool, pool_depths, tensor_stats, stats_fourier, fourier_sigma)
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
         self.edges = EdgeEncoder(d_hidden, fourier, fourier_sigma, max_kernel, edge_chunk_values)
         self.layers = nn.ModuleList(
@@ -198,20 +200,22 @@ class GraphPool(nn.Module):
     """The invariant readout's pooling (no parameters): each graph whole (``pool="graph"``) or
     each of its first ``depths`` layer depths apart (``"layer"``; :func:`pool_graphs`); with
     ``tensor_stats`` > 0, followed by the per-tensor statistics of the inputs
-    (:class:`graphnfn.statistics.TensorStatistics` of that many tensors).
+    (:class:`graphnfn.statistics.TensorStatistics` of that many tensors, of the values' Fourier
+    features with ``stats_fourier`` > 0).
 
     h [N, d], e [E, d] of a batch (and with statistics ``inputs``: the (x, edge_attr) the model
     read) -> [B, width(d)].
     """
 
-    def __init__(self, pool: str = "graph", depths: int = 8, tensor_stats: int = 0):
+    def __init__(self, pool: str = "graph", depths: int = 8, tensor_stats: int = 0, stats_fourier: int = 0,
+                 stats_sigma: float = 3.0):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if depths < 1:
             raise ValueError(f"pool_depths must be >= 1, got {depths}")
         self.pool, self.depths = pool, depths
-        self.stats = TensorStatistics(tensor_stats) if tensor_stats else None
+        self.stats = TensorStatistics(tensor_stats, stats_fourier, stats_sigma) if tensor_stats else None
 
     def width(self, d: int) -> int:
         """Features per graph of d-wide node and edge states."""

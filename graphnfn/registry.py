@@ -63,7 +63,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
           edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None,
-          tensor_stats: bool = False) -> nn.Module:
+          tensor_stats: bool | str = False) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -81,7 +81,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     (activation recomputation of its per-edge attention terms: less memory, the same function;
     None: on large batches only). ``tensor_stats``: the graph models' invariant readout also
     reads the ``stat`` baseline's per-tensor statistics (:class:`graphnfn.statistics.TensorStatistics`,
-    :data:`graphnfn.statistics.MAX_TENSORS` weight and bias tensors).
+    :data:`graphnfn.statistics.MAX_TENSORS` weight and bias tensors): ``True`` of the values,
+    ``"fourier"`` of their ``fourier`` Gaussian Fourier features, the features ``stat`` reads.
     """
     readout = readout_name(readout, READOUTS)
     zero_output = zero_output and readout == "equivariant"
@@ -90,7 +91,10 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError(f"{name} is not a module: it learns nothing (align-linear: graphnfn.paramshare.AlignLinear)")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
+        if tensor_stats not in (False, True, "fourier"):
+            raise ValueError(f"tensor_stats must be False, True or 'fourier', got {tensor_stats!r}")
         slots = MAX_TENSORS if tensor_stats else 0
+        stats_fourier = fourier if tensor_stats == "fourier" else 0
         if name == PROBE_MLP:
             if readout != "invariant":
                 raise ValueError("probe-mlp has only an invariant readout: it reads the networks' outputs, not weights")
@@ -101,14 +105,15 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
                             positional=positional, layer_embedding=layer_embedding, probe=probe,
                             zero_output=zero_output, edit_scale=edit_scale, pool=pool, tensor_stats=slots,
-                            symmetry=symmetry)
+                            stats_fourier=stats_fourier, symmetry=symmetry)
             groups = "sign group, scale canonical" if symmetry == "scale" else "sign group"
             model.encoding = f"odd-fourier{fourier} ({groups})" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
                          d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
                          layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
-                         edit_scale=edit_scale, pool=pool, recompute=recompute, tensor_stats=slots)
+                         edit_scale=edit_scale, pool=pool, recompute=recompute, tensor_stats=slots,
+                         stats_fourier=stats_fourier)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name

@@ -23,7 +23,7 @@ from torch_geometric.data import Batch
 
 from .canonical import SIGN_ACTIVATIONS, canonicalize, eligible
 from .features import NodeEncoder, ProbeFeatures
-from .fourier import FourierFeatures
+from .fourier import BIAS_SEED, WEIGHT_SEED, FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
 from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, node_layers, probe_activations
 from .nn.blocks import mlp
@@ -61,8 +61,8 @@ class SignEncoder(nn.Module):
                  probe: ProbeFeatures | None, max_kernel: int, max_positions: int):
         super().__init__()
         self.max_kernel = max_kernel
-        self.node_fourier = FourierFeatures(fourier, sigma, odd=True)
-        self.edge_fourier = FourierFeatures(fourier, sigma, seed=1, odd=True)
+        self.node_fourier = FourierFeatures(fourier, sigma, seed=BIAS_SEED, odd=True)
+        self.edge_fourier = FourierFeatures(fourier, sigma, seed=WEIGHT_SEED, odd=True)
         n_probes = probe.n_probes if probe is not None else 0
         self.node_odd = nn.Linear(self.node_fourier.expansion + n_probes, d, bias=False)
         self.edge_odd = nn.Linear(max_kernel * self.edge_fourier.expansion, d, bias=False)
@@ -110,6 +110,7 @@ class SignGNN(nn.Module):
         pool, pool_depths: as :class:`graphnfn.models.GraphNFN`'s.
         tensor_stats: as :class:`graphnfn.models.GraphNFN`'s, of the absolute values of the
             weights and biases the sign group reaches (:func:`unsigned`), so they stay invariant.
+        stats_fourier: as :class:`graphnfn.models.GraphNFN`'s.
         symmetry: ``None`` or ``"sign"`` (the same model: it is sign equivariant by construction),
             or ``"scale"``: first map each graph to its canonical form under positive scalings of
             ReLU neurons (:func:`graphnfn.canonical.canonicalize`), so the model is also
@@ -120,7 +121,8 @@ class SignGNN(nn.Module):
                  dropout: float = 0.0, fourier: int = 16, fourier_sigma: float = 3.0, positional: bool = True,
                  layer_embedding: bool = True, probe: ProbeFeatures | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
-                 pool: str = "graph", pool_depths: int = 8, tensor_stats: int = 0, symmetry: str | None = None):
+                 pool: str = "graph", pool_depths: int = 8, tensor_stats: int = 0, stats_fourier: int = 0,
+                 symmetry: str | None = None):
         super().__init__()
         readout = readout_name(readout, READOUTS)
         if symmetry not in (None, "sign", "scale"):
@@ -129,7 +131,8 @@ class SignGNN(nn.Module):
         self.canonical = "scale" if symmetry == "scale" else None
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
-        self.readout, self.probe, self.pooling = readout, probe, GraphPool(pool, pool_depths, tensor_stats)
+        self.readout, self.probe = readout, probe
+        self.pooling = GraphPool(pool, pool_depths, tensor_stats, stats_fourier, fourier_sigma)
         self.encoder = SignEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_kernel,
                                    max_positions)
         self.layers = nn.ModuleList(SignEquivariantConv(d_hidden, dropout) for _ in range(n_layers))

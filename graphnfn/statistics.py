@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.utils import scatter
 
+from .fourier import BIAS_SEED, WEIGHT_SEED, FourierFeatures
 from .graph import EDGE_COL, NODE_COL, WEIGHT_COL, NeuralGraph
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -32,26 +33,32 @@ def kernel_mask(edge_attr: Tensor, edge_group: Tensor, k: int) -> Tensor:
 
 
 def segment_stats(values: Tensor, key: Tensor, slots: int) -> Tensor:
-    """values [M], key [M] in [0, slots) -> [slots, STATS_PER_TENSOR]: the mean, the variance and
-    the QUANTILES (linear interpolation, as :func:`torch.quantile`) of the values of each key;
-    zeros for a key without values."""
+    """values [M] or [M, C], key [M] in [0, slots) -> [slots, STATS_PER_TENSOR] (or [slots, C,
+    STATS_PER_TENSOR]): the mean, the variance and the QUANTILES (linear interpolation, as
+    :func:`torch.quantile`) of the values of each key, channel by channel; zeros for a key
+    without values."""
+    flat = values.dim() == 1
+    values = values.unsqueeze(1) if flat else values
     count = torch.bincount(key, minlength=slots)
     mean = scatter(values, key, 0, slots, "mean")
     var = scatter((values - mean.index_select(0, key)).square(), key, 0, slots, "mean")
-    if values.numel() == 0:
-        return values.new_zeros(slots, STATS_PER_TENSOR)
-    order = torch.argsort(values, stable=True)
-    order = order.index_select(0, torch.argsort(key.index_select(0, order), stable=True))  # by key, then value
-    ordered = values.index_select(0, order)
+    if values.size(0) == 0:
+        out = values.new_zeros(slots, values.size(1), STATS_PER_TENSOR)
+        return out.squeeze(1) if flat else out
+    rows = values.T.contiguous()  # [C, M]: sorting along contiguous rows is several times faster
+    order = torch.argsort(rows, dim=1, stable=True)  # each channel by value ...
+    order = order.gather(1, torch.argsort(key[order], dim=1, stable=True))  # ... then by key
+    ordered = rows.gather(1, order)
     start = count.cumsum(0) - count
     pos = torch.tensor(QUANTILES, dtype=values.dtype, device=values.device) * (count - 1).clamp(min=0).unsqueeze(1)
     lo = pos.floor()
     frac = pos - lo
-    last = values.numel() - 1
-    below = ordered[(start.unsqueeze(1) + lo.long()).clamp(max=last)]
-    above = ordered[(start.unsqueeze(1) + pos.ceil().long()).clamp(max=last)]
-    quantiles = torch.where(count.unsqueeze(1) > 0, below + frac * (above - below), 0)
-    return torch.cat([mean.unsqueeze(1), var.unsqueeze(1), quantiles], 1)
+    last = values.size(0) - 1
+    below = ordered[:, (start.unsqueeze(1) + lo.long()).clamp(max=last)].permute(1, 0, 2)  # [slots, C, Q]
+    above = ordered[:, (start.unsqueeze(1) + pos.ceil().long()).clamp(max=last)].permute(1, 0, 2)
+    quantiles = torch.where(count.view(-1, 1, 1) > 0, below + frac.unsqueeze(1) * (above - below), 0)
+    out = torch.cat([mean.unsqueeze(2), var.unsqueeze(2), quantiles], 2)
+    return out.squeeze(1) if flat else out
 
 
 class TensorStatistics(nn.Module):
@@ -60,23 +67,30 @@ class TensorStatistics(nn.Module):
     the nodes of one ``node_group``), the mean, variance and 0/25/50/75/100 % quantiles.
 
     A graph's first ``max_tensors`` edge groups and node groups get a slot each (later ones
-    share the last; a missing one is zeros). No parameters.
+    share the last; a missing one is zeros). With ``fourier`` = F > 0, the statistics are of
+    every value's Gaussian Fourier features, [v, sin(2 pi b_k v), cos(2 pi b_k v)] (the
+    frequencies of :class:`graphnfn.fourier.FourierFeatures` with the seeds the encoders and
+    the ``stat`` baseline use), channel by channel: exactly the features ``stat`` reads from
+    the same encoding. No parameters.
 
     ``forward(data, x [N, F], edge_attr [E, WEIGHT_COL + K], batch [N], num_graphs)`` -> [B, width];
     ``x`` and ``edge_attr`` are passed apart from ``data`` so that a model can hand over what
     it reads (canonical forms, absolute values).
     """
 
-    def __init__(self, max_tensors: int = MAX_TENSORS):
+    def __init__(self, max_tensors: int = MAX_TENSORS, fourier: int = 0, sigma: float = 3.0):
         super().__init__()
         if max_tensors < 1:
             raise ValueError(f"max_tensors must be >= 1, got {max_tensors}")
         self.max_tensors = max_tensors
+        # not in state_dict: checkpoints from before the option still load
+        self.weight_features = FourierFeatures(fourier, sigma, seed=WEIGHT_SEED, persistent=False)
+        self.bias_features = FourierFeatures(fourier, sigma, seed=BIAS_SEED, persistent=False)
 
     @property
     def width(self) -> int:
         """Features per graph."""
-        return 2 * self.max_tensors * STATS_PER_TENSOR
+        return 2 * self.max_tensors * self.weight_features.expansion * STATS_PER_TENSOR
 
     def forward(self, data: NeuralGraph | Batch, x: Tensor, edge_attr: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:
@@ -84,10 +98,11 @@ class TensorStatistics(nn.Module):
         mask = kernel_mask(edge_attr, data.edge_group, k)
         edge_key = (batch.index_select(0, data.edge_index[0]) * self.max_tensors
                     + data.edge_group.clamp(0, self.max_tensors - 1))
-        weights = segment_stats(edge_attr[:, WEIGHT_COL:][mask], edge_key.unsqueeze(1).expand(-1, k)[mask], slots)
+        weights = segment_stats(self.weight_features(edge_attr[:, WEIGHT_COL:][mask].unsqueeze(1)),
+                                edge_key.unsqueeze(1).expand(-1, k)[mask], slots)
         node_key = batch * self.max_tensors + data.node_group.clamp(max=self.max_tensors - 1)
-        biases = segment_stats(x[:, NODE_COL["bias"]], node_key, slots)
+        biases = segment_stats(self.bias_features(x[:, NODE_COL["bias"]].unsqueeze(1)), node_key, slots)
         return torch.cat([weights.reshape(num_graphs, -1), biases.reshape(num_graphs, -1)], 1)
 
     def extra_repr(self) -> str:
-        return f"max_tensors={self.max_tensors}"
+        return f"max_tensors={self.max_tensors}, fourier={self.weight_features.freq.numel()}"

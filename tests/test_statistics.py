@@ -37,6 +37,19 @@ def test_segment_stats_are_torch_reductions_per_key(keys, seed):
         torch.testing.assert_close(out[k], expected)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=30), st.integers(1, 4), st.integers(0, 2**16))
+def test_segment_stats_work_channel_by_channel(keys, channels, seed):
+    """values [M, C]: each channel's statistics are those of that column alone."""
+    key = torch.tensor(keys, dtype=torch.long)
+    values = torch.randn(len(keys), channels, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    values[: len(keys) // 4] = 0.25  # ties
+    out = segment_stats(values, key, 5)
+    assert out.shape == (5, channels, STATS_PER_TENSOR)
+    for c in range(channels):
+        torch.testing.assert_close(out[:, c], segment_stats(values[:, c].contiguous(), key, 5))
+
+
 @st.composite
 def plain_nets(draw):
     """Linear stacks, or Conv2d stacks with a Flatten and a Linear head (kernel values per edge)."""
@@ -61,22 +74,50 @@ def plain_nets(draw):
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(plain_nets(), min_size=1, max_size=3))
-def test_graph_statistics_are_those_of_the_parameter_tensors(models):
+@given(st.lists(plain_nets(), min_size=1, max_size=3), st.sampled_from([0, 3]))
+def test_graph_statistics_are_those_of_the_parameter_tensors(models, fourier):
     """Each graph's slot of edge group ``name`` holds the statistics of ``state_dict()[name]``,
     and the slot of node group ``m`` those of ``m.bias`` (zeros for a layer without one): the
-    numbers the stat baseline reads off the weight space, kernels and flatten edges included."""
+    numbers the stat baseline reads off the weight space, kernels and flatten edges included;
+    with ``fourier``, of each Fourier feature of the values (weights and biases with their own
+    frequencies), channel by channel."""
     graphs = [converters.to_graph(m.double()) for m in models]
     batch = graphnfn.collate(graphs)
-    out = TensorStatistics(8)(batch, batch.x, batch.edge_attr, batch.batch, len(models)).view(len(models), 2, 8, -1)
+    stats = TensorStatistics(8, fourier).double()
+    out = stats(batch, batch.x, batch.edge_attr, batch.batch, len(models)).view(len(models), 2, 8, 1 + 2 * fourier, -1)
+
+    def expected(values, features):
+        encoded = features(values.flatten().double().unsqueeze(1))  # [n, 1 + 2F]
+        return torch.stack([stats_of(column) for column in encoded.T])
     for b, (model, g) in enumerate(zip(models, graphs)):
         state = model.state_dict()
         for slot, name in enumerate(g.spec.edge_groups):
-            torch.testing.assert_close(out[b, 0, slot], stats_of(state[name]))
+            torch.testing.assert_close(out[b, 0, slot], expected(state[name], stats.weight_features))
         for slot, name in enumerate(g.spec.node_groups):
             bias = state.get(f"{name}.bias", torch.zeros(int((g.node_group == slot).sum())))
-            torch.testing.assert_close(out[b, 1, slot], stats_of(bias))
+            torch.testing.assert_close(out[b, 1, slot], expected(bias, stats.bias_features))
         assert out[b, :, len(g.spec.node_groups):].abs().sum() == 0  # missing tensors are zeros
+
+
+@settings(max_examples=8, deadline=None)
+@given(mlps(max_width=5, norms=False), st.integers(1, 4))
+def test_fourier_statistics_are_the_stat_baselines_features(model, fourier):
+    """The graph side with ``fourier`` reads exactly what ``stat`` reads off the same network's
+    Fourier-encoded weight space: tensor by tensor, the same numbers."""
+    from graphnfn.paramshare.baselines import StatFeatures
+    from graphnfn.paramshare.encoding import FourierEncoding
+
+    model = model.double()
+    space = converters.to_weight_space(model)
+    encoding = FourierEncoding(space.spec, 1, fourier).double()
+    expansion = encoding.expansion
+    reference = StatFeatures(space.spec, expansion)(encoding(space)).view(-1, expansion, STATS_PER_TENSOR)
+    g = converters.to_graph(model)
+    n = len(space.weights)
+    out = TensorStatistics(n + 1, fourier).double()(g, g.x, g.edge_attr, torch.zeros(g.num_nodes, dtype=torch.long), 1)
+    out = out.view(2, n + 1, expansion, STATS_PER_TENSOR)
+    torch.testing.assert_close(out[0, :n], reference[:n])  # the weight tensors, layer by layer
+    torch.testing.assert_close(out[1, 1:], reference[n:])  # the biases (node group 0: the inputs)
 
 
 def test_later_tensors_share_the_last_slot():
@@ -114,7 +155,7 @@ def test_sign_gnn_statistics_are_sign_invariant(nets, seed):
     g = random_batch(nets, seed)
     gf = flip(g, random_signs(g, seed))
     torch.manual_seed(seed)
-    net = SignGNN(2, d_hidden=8, n_layers=2, fourier=4, tensor_stats=8).double()
+    net = SignGNN(2, d_hidden=8, n_layers=2, fourier=4, tensor_stats=8, stats_fourier=2).double()
     torch.testing.assert_close(net(gf), net(g), rtol=1e-9, atol=1e-10)
     acted = acted_nodes(g)
     x, edge_attr = unsigned(g.x, g.edge_attr, g.edge_index, acted)
@@ -133,5 +174,9 @@ def test_registry_and_readouts():
         model = registry.build(name, g, d_out=2, tensor_stats=True)
         assert model.pooling.stats.max_tensors == MAX_TENSORS and model(g).shape == (1, 2)
         assert registry.build(name, g, d_out=2).pooling.stats is None
+        encoded = registry.build(name, g, d_out=2, fourier=4, tensor_stats="fourier")
+        assert encoded.pooling.stats.width == 9 * model.pooling.stats.width and encoded(g).shape == (1, 2)
         with pytest.raises(ValueError, match="tensor_stats feeds the invariant readout only"):
             registry.build(name, g, d_out=1, readout="equivariant", tensor_stats=True)
+        with pytest.raises(ValueError, match="tensor_stats must be False, True or 'fourier'"):
+            registry.build(name, g, d_out=2, tensor_stats="quantiles")

@@ -29,12 +29,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from graphnfn.fourier import FourierFeatures
+from graphnfn.fourier import BIAS_SEED, WEIGHT_SEED, FourierFeatures
 
 from ..spaces import AttentionSpec, AttentionWeightSpace, Spec, WeightSpace
-
-#: the graph models' frequency seeds: EdgeEncoder (weights, kernel values), NodeEncoder (biases)
-WEIGHT_SEED, BIAS_SEED = 1, 0
 
 
 class FourierEncoding(nn.Module):
