@@ -161,6 +161,23 @@ def test_fourier_falls_back_to_raw_weights_under_positive_scalings():
 
 # ---- zero output (learning itself: tests/test_learning.py, held out) ----
 
+@pytest.mark.parametrize("name", ["transformer-nfn", "stat", "flat-mlp"])
+def test_only_transformer_nfn_keeps_attention_fields_linear(name):
+    """On a ViT's weight space, transformer-nfn's group mixes q/k/v/o entries, so they stay raw
+    (zero padded); stat and flat-mlp only permute or ignore entries and get the full encoding:
+    each field with the frequencies of its kind, the same numbers as the MLP fields'."""
+    spec = ps.AttentionSpec.from_dims([(2, 4, 2, 2, 6)])
+    data = ps.randn_space(spec, 3, channels=1)
+    encoded = ps.build(name, spec, 2, fourier=4).layers[0](data)
+    weights = ps.FourierEncoding(spec, 1, 4, linear_attention=False).weight_features
+    if name == "transformer-nfn":
+        torch.testing.assert_close(encoded.query[0][:, :1], data.query[0])
+        assert (encoded.query[0][:, 1:] == 0).all()
+    else:
+        torch.testing.assert_close(encoded.query[0], weights(data.query[0].movedim(1, -1)).movedim(-1, 1))
+    torch.testing.assert_close(encoded.mlp_in[0], weights(data.mlp_in[0].movedim(1, -1)).movedim(-1, 1))
+
+
 def _small_spec(name: str):
     """A small space the model takes: one encoder block, or Conv1d, Linear, Linear (ReLU)."""
     if name == "transformer-nfn":

@@ -39,11 +39,14 @@ class FourierEncoding(nn.Module):
     frequencies (b ~ N(0, ``sigma``^2), fixed seeds), keeping the model's group.
 
     Args:
-        spec: a WeightSpaceSpec, or an AttentionSpec (only the MLP fields are encoded).
+        spec: a WeightSpaceSpec, or an AttentionSpec.
         channels: C of the input space.
         n_freq: F >= 1.
         scaling: the group's action on hidden neurons: "none" (permutations: full features),
             "sign" (odd features only) or "scale" (refused: no Fourier encoding commutes).
+        linear_attention: an AttentionSpec's attention fields (q/k/v/o) keep their values, zero
+            padded, and only the MLP fields are encoded: what Transformer-NFN's group needs. False
+            (models whose group only permutes entries, such as ``stat``): every field is encoded.
 
     Shapes: weights [B, C, n_out, n_in, *kernel] -> [B, C * E, n_out, n_in, *kernel] (every
     kernel entry on its own), biases [B, C, n] -> [B, C * E, n], E = :attr:`expansion`;
@@ -52,7 +55,8 @@ class FourierEncoding(nn.Module):
     "fourier16 on MLP fields").
     """
 
-    def __init__(self, spec: Spec, channels: int, n_freq: int, sigma: float = 3.0, scaling: str = "none"):
+    def __init__(self, spec: Spec, channels: int, n_freq: int, sigma: float = 3.0, scaling: str = "none",
+                 linear_attention: bool = True):
         super().__init__()
         if n_freq < 1:
             raise ValueError(f"FourierEncoding: n_freq must be >= 1, got {n_freq}")
@@ -66,7 +70,7 @@ class FourierEncoding(nn.Module):
         odd = scaling == "sign"
         self.weight_features = FourierFeatures(n_freq, sigma, seed=WEIGHT_SEED, odd=odd)
         self.bias_features = FourierFeatures(n_freq, sigma, seed=BIAS_SEED, odd=odd)
-        self.attention = isinstance(spec, AttentionSpec)
+        self.attention = isinstance(spec, AttentionSpec) and linear_attention  # attention fields stay linear
         self.expansion = self.weight_features.expansion
         self.out_channels = channels * self.expansion
         self.description = (f"{'odd-' if odd else ''}fourier{n_freq}{' on MLP fields' if self.attention else ''}"
@@ -81,9 +85,12 @@ class FourierEncoding(nn.Module):
 
     def forward(self, space: WeightSpace | AttentionWeightSpace) -> WeightSpace | AttentionWeightSpace:
         w, b = self.weight_features, self.bias_features
-        if not self.attention:
+        if isinstance(space, WeightSpace):
             return space._replace(weights=tuple(self._encode(t, w) for t in space.weights),
                                   biases=tuple(self._encode(t, b) for t in space.biases))
+        if not self.attention:
+            return AttentionWeightSpace(*(tuple(self._encode(t, b if field.endswith("bias") else w) for t in ts)
+                                          for field, ts in zip(AttentionWeightSpace._fields, space)))
         unchanged = {f: tuple(self._pad(t) for t in getattr(space, f)) for f in ("query", "key", "value", "out")}
         encoded = {f: tuple(self._encode(t, feats) for t in getattr(space, f))
                    for f, feats in (("mlp_in", w), ("mlp_in_bias", b), ("mlp_out", w), ("mlp_out_bias", b))}

@@ -263,7 +263,7 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             kernel entry -> Gaussian Fourier features with F frequencies, the graph models'
             features (C -> C (1 + 2F) channels). Each model stays equivariant to its own group:
             odd features only under sign flips (C (1 + F) channels), MLP fields only for
-            ``transformer-nfn``, and none under positive scalings (ReLU networks in ``monomial``
+            ``transformer-nfn`` (``stat`` and ``flat-mlp`` encode attention fields too), and none under positive scalings (ReLU networks in ``monomial``
             / ``magep``: no Fourier encoding commutes with them, so the model reads raw weights
             and warns). ``model.encoding`` names what was used ("raw" for F = 0).
         fourier_sigma: standard deviation of the frequencies.
@@ -286,7 +286,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
                           "equivariant to positive scalings, which no Fourier encoding commutes with; it reads "
                           "raw weights", stacklevel=2)
             fourier = 0
-        encoder = FourierEncoding(spec, in_channels, fourier, fourier_sigma, scaling) if fourier else None
+        encoder = (FourierEncoding(spec, in_channels, fourier, fourier_sigma, scaling,
+                                   linear_attention=name == "transformer-nfn") if fourier else None)
     except ValueError as e:
         raise ValueError(f"paramshare.build({name!r}): {e}") from e
     try:
