@@ -84,7 +84,7 @@ NAMED_CONFIGS = {"quick": quick, "fmnist": fmnist}
 def check_config(cfg: dict, models: list[str], task: str) -> None:
     """ValueError naming the key for a dataset, model or task that does not exist, before
     any zoo is made or any model trains."""
-    from graphnfn.registry import EDIT_REFERENCES, family
+    from graphnfn.registry import EDIT_REFERENCES, check_tensor_stats, family
     from experiments.tasks import TASKS
 
     if task not in TASKS:
@@ -101,8 +101,7 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
     weight_augment(cfg)
-    if cfg.get("tensor_stats", False) not in (False, True, "fourier"):
-        raise ValueError(f"tensor_stats must be False, True or 'fourier', got {cfg['tensor_stats']!r}")
+    check_tensor_stats(cfg.get("tensor_stats", False))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 

@@ -111,12 +111,7 @@ class GraphNFN(nn.Module):
     def inputs(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor]:
         """(x [N, F], edge_attr [E, WEIGHT_COL + K]) as the model reads them: in its dtype, and with
         ``symmetry`` in canonical form."""
-        dtype = self.norm.weight.dtype
-        x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
-        if self.symmetry:
-            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
-                                        node_layers(data), self.symmetry)
-        return x, edge_attr
+        return read_inputs(data, self.norm.weight.dtype, self.symmetry)
 
     def encode(self, data: NeuralGraph | Batch,
                inputs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -166,6 +161,16 @@ def graph_index(data: NeuralGraph | Batch) -> tuple[Tensor, int]:
     batch = getattr(data, "batch", None)
     batch = batch if batch is not None else data.x.new_zeros(data.x.size(0), dtype=torch.long)
     return batch, data.num_graphs if isinstance(data, Batch) else 1
+
+
+def read_inputs(data: NeuralGraph | Batch, dtype: torch.dtype, symmetry: str | None) -> tuple[Tensor, Tensor]:
+    """(x [N, F], edge_attr [E, WEIGHT_COL + K]) of a batch in ``dtype``, and with ``symmetry``
+    ("sign" / "scale") in canonical form (:func:`graphnfn.canonical.canonicalize`)."""
+    x, edge_attr = data.x.to(dtype), data.edge_attr.to(dtype)
+    if symmetry:
+        x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
+                                    node_layers(data), symmetry)
+    return x, edge_attr
 
 
 def probe_activations(probe: ProbeFeatures, data: NeuralGraph | Batch, dtype: torch.dtype,

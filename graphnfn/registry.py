@@ -59,6 +59,12 @@ def learns(name: str) -> bool:
     return family(name) not in ("align", "reference")
 
 
+def check_tensor_stats(value) -> None:
+    """ValueError unless ``value`` is a ``tensor_stats`` setting: False, True or "fourier"."""
+    if value not in (False, True, "fourier"):
+        raise ValueError(f"tensor_stats must be False, True or 'fourier', got {value!r}")
+
+
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
@@ -91,8 +97,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         raise ValueError(f"{name} is not a module: it learns nothing (align-linear: graphnfn.paramshare.AlignLinear)")
     if kind == "graph":
         probe = ProbeFeatures(probes=probe_inputs) if probe_inputs is not None else None
-        if tensor_stats not in (False, True, "fourier"):
-            raise ValueError(f"tensor_stats must be False, True or 'fourier', got {tensor_stats!r}")
+        check_tensor_stats(tensor_stats)
         slots = MAX_TENSORS if tensor_stats else 0
         stats_fourier = fourier if tensor_stats == "fourier" else 0
         if name == PROBE_MLP:

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from .canonical import SIGN_ACTIVATIONS, canonicalize, eligible
+from .canonical import SIGN_ACTIVATIONS, eligible
 from .features import NodeEncoder, ProbeFeatures
 from .fourier import BIAS_SEED, WEIGHT_SEED, FourierFeatures
 from .graph import EDGE_META, NODE_COL, WEIGHT_COL, EdgeType, NeuralGraph
-from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, node_layers, probe_activations
+from .models import READOUTS, EditScale, GraphPool, apply_edge_delta, graph_index, probe_activations, read_inputs
 from .nn.blocks import mlp
 from .nn.sign import ParityMLP, SignEquivariantConv, SignRMSNorm, acted_edges
 from .readouts import readout_name
@@ -155,11 +155,7 @@ class SignGNN(nn.Module):
     def inputs(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor]:
         """(x [N, F], edge_attr [E, WEIGHT_COL + K]) as the model reads them: in its dtype, and with
         ``symmetry="scale"`` in canonical form."""
-        x, edge_attr = data.x.to(self.norm.weight.dtype), data.edge_attr.to(self.norm.weight.dtype)
-        if self.canonical:
-            x, edge_attr = canonicalize(x, data.edge_index, edge_attr, data.node_type, data.edge_type, data.layer,
-                                        node_layers(data), self.canonical)
-        return x, edge_attr
+        return read_inputs(data, self.norm.weight.dtype, self.canonical)
 
     def encode(self, data: NeuralGraph | Batch,
                inputs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, int, Tensor]:

@@ -70,10 +70,10 @@ class FourierEncoding(nn.Module):
         odd = scaling == "sign"
         self.weight_features = FourierFeatures(n_freq, sigma, seed=WEIGHT_SEED, odd=odd)
         self.bias_features = FourierFeatures(n_freq, sigma, seed=BIAS_SEED, odd=odd)
-        self.attention = isinstance(spec, AttentionSpec) and linear_attention  # attention fields stay linear
+        self.linear_attention = isinstance(spec, AttentionSpec) and linear_attention
         self.expansion = self.weight_features.expansion
         self.out_channels = channels * self.expansion
-        self.description = (f"{'odd-' if odd else ''}fourier{n_freq}{' on MLP fields' if self.attention else ''}"
+        self.description = (f"{'odd-' if odd else ''}fourier{n_freq}{' on MLP fields' if self.linear_attention else ''}"
                             f"{' (sign group)' if odd else ''}")
 
     @staticmethod
@@ -88,10 +88,10 @@ class FourierEncoding(nn.Module):
         if isinstance(space, WeightSpace):
             return space._replace(weights=tuple(self._encode(t, w) for t in space.weights),
                                   biases=tuple(self._encode(t, b) for t in space.biases))
-        if not self.attention:
-            return AttentionWeightSpace(*(tuple(self._encode(t, b if field.endswith("bias") else w) for t in ts)
-                                          for field, ts in zip(AttentionWeightSpace._fields, space)))
-        unchanged = {f: tuple(self._pad(t) for t in getattr(space, f)) for f in ("query", "key", "value", "out")}
-        encoded = {f: tuple(self._encode(t, feats) for t in getattr(space, f))
-                   for f, feats in (("mlp_in", w), ("mlp_in_bias", b), ("mlp_out", w), ("mlp_out_bias", b))}
-        return space._replace(**unchanged, **encoded)
+        linear = ("query", "key", "value", "out") if self.linear_attention else ()
+
+        def field(name: str, ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            if name in linear:
+                return tuple(self._pad(t) for t in ts)
+            return tuple(self._encode(t, b if name.endswith("bias") else w) for t in ts)
+        return AttentionWeightSpace(*(field(name, ts) for name, ts in zip(AttentionWeightSpace._fields, space)))

@@ -263,9 +263,10 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             kernel entry -> Gaussian Fourier features with F frequencies, the graph models'
             features (C -> C (1 + 2F) channels). Each model stays equivariant to its own group:
             odd features only under sign flips (C (1 + F) channels), MLP fields only for
-            ``transformer-nfn`` (``stat`` and ``flat-mlp`` encode attention fields too), and none under positive scalings (ReLU networks in ``monomial``
-            / ``magep``: no Fourier encoding commutes with them, so the model reads raw weights
-            and warns). ``model.encoding`` names what was used ("raw" for F = 0).
+            ``transformer-nfn`` (``stat`` and ``flat-mlp`` encode attention fields too), and none
+            under positive scalings (ReLU networks in ``monomial`` / ``magep``: no Fourier
+            encoding commutes with them, so the model reads raw weights and warns).
+            ``model.encoding`` names what was used ("raw" for F = 0).
         fourier_sigma: standard deviation of the frequencies.
         options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`,
             :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``.
