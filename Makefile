@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.conversion
 	$(BIN)/python -m benchmarks.graph_models
 	$(BIN)/python -m benchmarks.step_ratio
+	$(BIN)/python -m benchmarks.statistics_cache
 	$(BIN)/python -m benchmarks.resnet18_step
 	$(BIN)/python -m benchmarks.paramshare
 	$(BIN)/python -m benchmarks.zoo

@@ -8,6 +8,8 @@ them, and so by relabelling hidden neurons.
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -19,6 +21,8 @@ from .graph import EDGE_COL, NODE_COL, WEIGHT_COL, NeuralGraph
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: mean, variance (without Bessel's correction) and the quantiles above
 STATS_PER_TENSOR = 2 + len(QUANTILES)
+#: a distinct number per TensorStatistics of the process (an id() can be reused after collection)
+_INSTANCES = itertools.count()
 #: weight and bias tensors with a slot each in :class:`TensorStatistics` by default (a two-block
 #: ViT of the transformer zoo has 21 weight tensors and 30 neuron groups)
 MAX_TENSORS = 32
@@ -76,6 +80,12 @@ class TensorStatistics(nn.Module):
     ``forward(data, x [N, F], edge_attr [E, WEIGHT_COL + K], batch [N], num_graphs)`` -> [B, width];
     ``x`` and ``edge_attr`` are passed apart from ``data`` so that a model can hand over what
     it reads (canonical forms, absolute values).
+
+    The result is kept on the ``data`` object and returned again while that batch's tensors are
+    the same, unchanged ones (no in-place edit, no move to another device) and nothing asks for
+    their gradient: the statistics have no parameters, a training loop sees each fixed batch
+    every pass, and sorting every value is most of a ViT step. A ``data`` of new tensors (an
+    augmented pass, a scaled copy) is computed anew.
     """
 
     def __init__(self, max_tensors: int = MAX_TENSORS, fourier: int = 0, sigma: float = 3.0):
@@ -86,6 +96,7 @@ class TensorStatistics(nn.Module):
         # not in state_dict: checkpoints from before the option still load
         self.weight_features = FourierFeatures(fourier, sigma, seed=WEIGHT_SEED, persistent=False)
         self.bias_features = FourierFeatures(fourier, sigma, seed=BIAS_SEED, persistent=False)
+        self._instance = next(_INSTANCES)
 
     @property
     def width(self) -> int:
@@ -94,6 +105,19 @@ class TensorStatistics(nn.Module):
 
     def forward(self, data: NeuralGraph | Batch, x: Tensor, edge_attr: Tensor, batch: Tensor,
                 num_graphs: int) -> Tensor:
+        if x.requires_grad or edge_attr.requires_grad:
+            return self._compute(data, x, edge_attr, batch, num_graphs)
+        # the same batch object, tensors and dtype: the caller's (x, edge_attr) are the same function of them
+        key = (self._instance, x.dtype, num_graphs, *((t.data_ptr(), t._version) for t in (
+            data.x, data.edge_attr, data.edge_index, data.edge_group, data.node_group, batch)))
+        cached = getattr(data, "_tensor_statistics", None)
+        if cached is None or cached[0] != key:
+            cached = key, self._compute(data, x, edge_attr, batch, num_graphs)
+            data._tensor_statistics = cached  # an underscored name: PyG keeps it off the batch's data keys
+        return cached[1]
+
+    def _compute(self, data: NeuralGraph | Batch, x: Tensor, edge_attr: Tensor, batch: Tensor,
+                 num_graphs: int) -> Tensor:
         slots, k = num_graphs * self.max_tensors, edge_attr.size(1) - WEIGHT_COL
         mask = kernel_mask(edge_attr, data.edge_group, k)
         edge_key = (batch.index_select(0, data.edge_index[0]) * self.max_tensors

@@ -120,6 +120,34 @@ def test_fourier_statistics_are_the_stat_baselines_features(model, fourier):
     torch.testing.assert_close(out[1, 1:], reference[n:])  # the biases (node group 0: the inputs)
 
 
+def test_statistics_are_kept_while_the_batch_is_unchanged():
+    """A fixed batch seen again gets the kept result, the same numbers as computing afresh; an
+    in-place edit of its weights, a copy of the batch, another TensorStatistics and inputs that need
+    a gradient get them computed anew."""
+    models = [nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)) for _ in range(3)]
+    batch = graphnfn.collate([converters.to_graph(m) for m in models])
+    stats = TensorStatistics(4, 2)
+
+    def run(module, data, edge_attr=None):
+        return module(data, data.x, data.edge_attr if edge_attr is None else edge_attr, data.batch, 3)
+
+    first = run(stats, batch)
+    assert run(stats, batch) is first  # kept
+    assert "_tensor_statistics" not in batch.keys()  # not a data key: collation and .to() ignore it
+    batch.edge_attr[:, WEIGHT_COL] *= 2  # in place: the kept result is stale
+    doubled = run(stats, batch)
+    assert doubled is not first and not torch.equal(doubled, first)
+    torch.testing.assert_close(doubled, stats._compute(batch, batch.x, batch.edge_attr, batch.batch, 3))
+    copy = batch.clone()
+    assert run(stats, copy) is not doubled
+    graded = batch.edge_attr.clone().requires_grad_()
+    out = run(stats, batch, graded)
+    assert out.requires_grad and out is not doubled
+    other = TensorStatistics(4, 2)
+    assert run(other, batch) is not doubled  # another module (another model's inputs): computed, the same numbers
+    torch.testing.assert_close(run(other, batch), doubled)
+
+
 def test_later_tensors_share_the_last_slot():
     g = converters.to_graph(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)))
     out = TensorStatistics(2)(g, g.x, g.edge_attr, torch.zeros(g.num_nodes, dtype=torch.long), 1).view(2, 2, -1)
