@@ -50,7 +50,7 @@ def shared_config():
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
-    augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "permute+sign"; None: as they are
+    augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR classification: half the INRs drawn mirrored left-right), combined with "+"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed
@@ -101,18 +101,23 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
     weight_augment(cfg)
+    if "mirror" in str(cfg["augment"]).split("+") and task not in MIRROR_TASKS:
+        raise ValueError(f"augment=mirror mirrors the image an INR draws: only for {MIRROR_TASKS}, not {task}")
     check_tensor_stats(cfg.get("tensor_stats", False))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 
 
-#: the ``augment`` key's symmetries, by name, as WeightAugment's fields
-AUGMENTATIONS = {"permute": "permute", "sign": "sign_flip"}
+#: the ``augment`` key's names, as WeightAugment's fields and values: two symmetries, and the
+#: left-right mirror of the image an INR draws (the column coordinate of graphnfn.zoo.coordinate_grid)
+AUGMENTATIONS = {"permute": ("permute", True), "sign": ("sign_flip", True), "mirror": ("mirror", 1)}
+#: the tasks whose targets a mirrored INR keeps (an edited image would need its target mirrored too)
+MIRROR_TASKS = ("inr_classification",)
 
 
 def weight_augment(cfg: dict, model: str | None = None) -> WeightAugment | None:
     """The training split's augmentation the ``augment`` key asks for (``model``'s: flat-mlp-aug
-    always permutes); None for none. ValueError for a name that is no symmetry."""
+    always permutes); None for none. ValueError for an unknown name."""
     value = cfg["augment"]
     names = {"permute"} if value is True else set() if value in (False, None) else set(str(value).split("+"))
     unknown = names - set(AUGMENTATIONS)
@@ -121,7 +126,7 @@ def weight_augment(cfg: dict, model: str | None = None) -> WeightAugment | None:
                          f"(combine them with '+'; True means 'permute')")
     if model == "flat-mlp-aug":
         names.add("permute")
-    return WeightAugment(**{AUGMENTATIONS[n]: True for n in names}) if names else None
+    return WeightAugment(**dict(AUGMENTATIONS[n] for n in names)) if names else None
 
 
 OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db", "-u", "--unobserved")

@@ -87,11 +87,13 @@ def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_im
     from experiments.compare import ex
     from experiments.config import weight_augment
     from experiments.tasks import TASKS, _siren_zoo
+    from graphnfn.zoo import WeightAugment
     from graphnfn.training import split_batch
 
     assert weight_augment({"augment": True}).permute and not weight_augment({"augment": "sign"}).permute
     assert weight_augment({"augment": None}) is None and weight_augment({"augment": False}) is None
     assert weight_augment({"augment": None}, "flat-mlp-aug").permute
+    assert weight_augment({"augment": "permute+mirror"}) == WeightAugment(permute=True, mirror=1)
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     cfg = dict(ex.run("print_config", config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"),
                                                        "task": "inr_editing"}).config)
@@ -136,7 +138,9 @@ def test_compare_checks_every_name_before_training(tmp_path):
     for update, message in (({"models": ["stat", "nfn-hpn"]}, "unknown model 'nfn-hpn'"),
                             ({"dataset": "cifar10"}, "dataset 'cifar10': inr_classification knows"),
                             ({"task": "inr_clasification"}, "task 'inr_clasification'"),
-                            ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of")):
+                            ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of"),
+                            ({"augment": "mirror", "task": "inr_editing", "models": ["stat"]},
+                             "augment=mirror mirrors the image an INR draws: only for")):
         with pytest.raises(ValueError, match=message):
             ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})
     with pytest.raises(ConfigAddedError, match="quik"):  # a typo in a key is refused, not ignored

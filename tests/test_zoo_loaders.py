@@ -100,6 +100,33 @@ def test_noise_and_dropout():
     torch.testing.assert_close(dropped["2.weight"][kept], sd["2.weight"][kept] / 0.75)
 
 
+def test_mirror_draws_the_image_mirrored_left_right():
+    """``mirror=1``: about half the INRs come back with the first layer's column weights negated,
+    and those draw their image flipped left-right, pixel for pixel, on the (row, column) grid;
+    the rest are untouched. A network that does not read coordinates is refused."""
+    from graphnfn.zoo import coordinate_grid
+
+    model = siren64()
+    grid = coordinate_grid(6).double()
+    image = model(grid).view(6, 6)
+    gen = torch.Generator().manual_seed(0)
+    mirrored = 0
+    for _ in range(40):
+        state = WeightAugment(mirror=1)(model, model.state_dict(), gen)
+        other = siren64()
+        other.load_state_dict(state)
+        drawn = other(grid).view(6, 6)
+        if torch.equal(state["0.weight"], model.state_dict()["0.weight"]):
+            torch.testing.assert_close(drawn, image, rtol=0, atol=0)
+        else:
+            mirrored += 1
+            torch.testing.assert_close(drawn, image.flip(1), rtol=0, atol=1e-12)
+            assert not torch.allclose(drawn, image)
+    assert 10 <= mirrored <= 30
+    with pytest.raises(TypeError, match="mirror=1 needs a first Linear layer that reads coordinates"):
+        WeightAugment(mirror=1)(cnn64("relu"), cnn64("relu").state_dict())
+
+
 def test_augmented_loaders(zoo):
     plain = next(iter(weight_space_loader(zoo, "train", batch_size=4)))[0]
     torch.manual_seed(0)

@@ -11,6 +11,12 @@ Two are symmetries (the network computes exactly the same function):
 Two are perturbations, as in DWSNets' augmentations: Gaussian noise of
 ``noise`` times each tensor's standard deviation, and (inverted) dropout of
 single weights and biases with probability ``dropout``.
+
+One changes the function the way an image augmentation changes an image: ``mirror``
+(INRs of images only) negates, for a random half of the networks, the first layer's weights
+on one input coordinate, W_1[:, c] <- -W_1[:, c], so that the INR draws its image mirrored
+along that axis: f(..., -x_c, ...). An exact edit of the function, for targets a mirror
+leaves alone (the class of a garment or a digit's pen-stroke statistics, not its position).
 """
 from __future__ import annotations
 
@@ -64,11 +70,21 @@ class WeightAugment:
     sign_flip: bool = False
     noise: float = 0.0
     dropout: float = 0.0
+    mirror: int | None = None  # the input coordinate to mirror (INRs on (row, column) grids: 1, left-right)
 
     def __call__(self, module: nn.Module, state: Mapping[str, Tensor],
                  gen: torch.Generator | None = None) -> dict[str, Tensor]:
         layers = chain_layers(module)
         out = dict(state)
+        if self.mirror is not None:
+            first = f"{layers[0][0]}.weight"
+            if out[first].dim() != 2 or not 0 <= self.mirror < out[first].size(1):
+                raise TypeError(f"weight augmentation: mirror={self.mirror} needs a first Linear layer that reads "
+                                f"coordinates (an INR); {first} has shape {tuple(out[first].shape)}")
+            if torch.rand((), generator=gen) < 0.5:
+                w = out[first].clone()
+                w[:, self.mirror] = -w[:, self.mirror]
+                out[first] = w
         for (name, odd), (nxt, _) in zip(layers[:-1], layers[1:]):
             w, b, w_next = f"{name}.weight", f"{name}.bias", f"{nxt}.weight"
             n = out[w].size(0)
