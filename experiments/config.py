@@ -50,7 +50,7 @@ def shared_config():
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
-    augment = None  # redraw the training networks under weight symmetries every pass: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR classification: half the INRs drawn mirrored left-right), combined with "+"; None: as they are
+    augment = None  # redraw the training networks every pass, under weight symmetries or mirrored: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR classification: half the INRs drawn mirrored left-right), combined with "+"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed

@@ -16,7 +16,7 @@ One changes the function the way an image augmentation changes an image: ``mirro
 (INRs of images only) negates, for a random half of the networks, the first layer's weights
 on one input coordinate, W_1[:, c] <- -W_1[:, c], so that the INR draws its image mirrored
 along that axis: f(..., -x_c, ...). An exact edit of the function, for targets a mirror
-leaves alone (the class of a garment or a digit's pen-stroke statistics, not its position).
+leaves alone (the class of a garment).
 """
 from __future__ import annotations
 
