@@ -100,8 +100,8 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     for reference in EDIT_REFERENCES:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
-    weight_augment(cfg)
-    if "mirror" in str(cfg["augment"]).split("+") and task not in MIRROR_TASKS:
+    augment = weight_augment(cfg)
+    if augment is not None and augment.mirror is not None and task not in MIRROR_TASKS:
         raise ValueError(f"augment=mirror mirrors the image an INR draws: only for {MIRROR_TASKS}, not {task}")
     check_tensor_stats(cfg.get("tensor_stats", False))
     if cfg["threads"] is not None and cfg["threads"] < 1:
