@@ -24,6 +24,7 @@ import converters
 import graphnfn
 from benchmarks.measure import timed_in_turn, write_results
 from graphnfn import registry
+from graphnfn.statistics import forget_statistics
 from graphnfn.zoo import make_siren, make_vit
 
 CASES = {"32 ViTs (2 blocks, width 32)": ("pna", lambda: make_vit(8), 32),
@@ -42,7 +43,7 @@ def run(device: str, repeat: int) -> list[dict]:
 
         def step(forget: bool) -> None:
             if forget:
-                graphs._tensor_statistics = None  # what a batch never seen before has
+                forget_statistics(graphs)  # as a batch never seen before
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(graphs), labels).backward()
             opt.step()

@@ -26,6 +26,9 @@ _INSTANCES = itertools.count()
 #: weight and bias tensors with a slot each in :class:`TensorStatistics` by default (a two-block
 #: ViT of the transformer zoo has 21 weight tensors and 30 neuron groups)
 MAX_TENSORS = 32
+#: where :class:`TensorStatistics` keeps a batch's statistics (an underscored name: PyG keeps it
+#: off the batch's data keys, so collation and ``.to()`` ignore it)
+KEPT = "_tensor_statistics"
 
 
 def kernel_mask(edge_attr: Tensor, edge_group: Tensor, k: int) -> Tensor:
@@ -63,6 +66,13 @@ def segment_stats(values: Tensor, key: Tensor, slots: int) -> Tensor:
     quantiles = torch.where(count.view(-1, 1, 1) > 0, below + frac.unsqueeze(1) * (above - below), 0)
     out = torch.cat([mean.unsqueeze(2), var.unsqueeze(2), quantiles], 2)
     return out.squeeze(1) if flat else out
+
+
+def forget_statistics(data: NeuralGraph | Batch) -> None:
+    """Drop the statistics a :class:`TensorStatistics` kept on ``data``, so the next call computes
+    them anew: for a batch whose tensors were changed where torch does not count it (through
+    ``.data``, or by another process sharing their memory)."""
+    setattr(data, KEPT, None)
 
 
 class TensorStatistics(nn.Module):
@@ -110,10 +120,10 @@ class TensorStatistics(nn.Module):
         # the same batch object, tensors and dtype: the caller's (x, edge_attr) are the same function of them
         key = (self._instance, x.dtype, num_graphs, *((t.data_ptr(), t._version) for t in (
             data.x, data.edge_attr, data.edge_index, data.edge_group, data.node_group, batch)))
-        cached = getattr(data, "_tensor_statistics", None)
+        cached = getattr(data, KEPT, None)
         if cached is None or cached[0] != key:
             cached = key, self._compute(data, x, edge_attr, batch, num_graphs)
-            data._tensor_statistics = cached  # an underscored name: PyG keeps it off the batch's data keys
+            setattr(data, KEPT, cached)
         return cached[1]
 
     def _compute(self, data: NeuralGraph | Batch, x: Tensor, edge_attr: Tensor, batch: Tensor,

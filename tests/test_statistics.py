@@ -11,7 +11,8 @@ from graphnfn import registry
 from graphnfn.graph import NODE_COL, WEIGHT_COL
 from graphnfn.models import GraphNFN
 from graphnfn.sign_model import SignGNN, acted_nodes, unsigned
-from graphnfn.statistics import MAX_TENSORS, QUANTILES, STATS_PER_TENSOR, TensorStatistics, segment_stats
+from graphnfn.statistics import (KEPT, MAX_TENSORS, QUANTILES, STATS_PER_TENSOR, TensorStatistics, forget_statistics,
+                                 segment_stats)
 from nets import cnns, induced_node_map, mlps, permute_hidden
 from test_sign_gnn import flip, nets_strategy, random_batch, random_signs
 
@@ -133,7 +134,15 @@ def test_statistics_are_kept_while_the_batch_is_unchanged():
 
     first = run(stats, batch)
     assert run(stats, batch) is first  # kept
-    assert "_tensor_statistics" not in batch.keys()  # not a data key: collation and .to() ignore it
+    assert KEPT not in batch.keys()  # not a data key: collation and .to() ignore it
+    batch.edge_attr.data[:, WEIGHT_COL] *= 3  # behind torch's version counter: still kept, until forgotten
+    assert run(stats, batch) is first
+    forget_statistics(batch)
+    tripled = run(stats, batch)
+    assert tripled is not first and not torch.equal(tripled, first)
+    batch.edge_attr.data[:, WEIGHT_COL] /= 3
+    forget_statistics(batch)
+    torch.testing.assert_close(run(stats, batch), first)
     batch.edge_attr[:, WEIGHT_COL] *= 2  # in place: the kept result is stale
     doubled = run(stats, batch)
     assert doubled is not first and not torch.equal(doubled, first)
