@@ -69,7 +69,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
           edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None,
-          tensor_stats: bool | str = False) -> nn.Module:
+          tensor_stats: bool | str = False, dropout: float = 0.0) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -89,7 +89,12 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     reads the ``stat`` baseline's per-tensor statistics (:class:`graphnfn.statistics.TensorStatistics`,
     :data:`graphnfn.statistics.MAX_TENSORS` weight and bias tensors): ``True`` of the values,
     ``"fourier"`` of their ``fourier`` Gaussian Fourier features, the features ``stat`` reads.
+    ``dropout``: a regulariser of both families, at training time only: the graph models drop
+    entries of every layer's node and edge update, the parameter-sharing models (and ``stat``,
+    ``flat-mlp``) the hidden units of their MLP head (invariant readout).
     """
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     readout = readout_name(readout, READOUTS)
     zero_output = zero_output and readout == "equivariant"
     kind = family(name)
@@ -107,22 +112,22 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
             model.encoding = f"outputs at {model.probe.n_probes} probes"
             return model
         if name == SIGN_GNN:
-            model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, fourier=fourier,
-                            positional=positional, layer_embedding=layer_embedding, probe=probe,
+            model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, dropout=dropout,
+                            fourier=fourier, positional=positional, layer_embedding=layer_embedding, probe=probe,
                             zero_output=zero_output, edit_scale=edit_scale, pool=pool, tensor_stats=slots,
                             stats_fourier=stats_fourier, symmetry=symmetry)
             groups = "sign group, scale canonical" if symmetry == "scale" else "sign group"
             model.encoding = f"odd-fourier{fourier} ({groups})" if fourier else "raw"
             return model
         model = GraphNFN(d_out, backbone=name, readout=readout,
-                         d_hidden=d_hidden, n_layers=n_layers, heads=heads, fourier=fourier, positional=positional,
-                         layer_embedding=layer_embedding, probe=probe, symmetry=symmetry, zero_output=zero_output,
-                         edit_scale=edit_scale, pool=pool, recompute=recompute, tensor_stats=slots,
-                         stats_fourier=stats_fourier)
+                         d_hidden=d_hidden, n_layers=n_layers, heads=heads, dropout=dropout, fourier=fourier,
+                         positional=positional, layer_embedding=layer_embedding, probe=probe, symmetry=symmetry,
+                         zero_output=zero_output, edit_scale=edit_scale, pool=pool, recompute=recompute,
+                         tensor_stats=slots, stats_fourier=stats_fourier)
         model.encoding = f"fourier{fourier}" if fourier else "raw"
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name
     if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":
         fourier = 0  # what paramshare.build would fall back to, without its warning: the table's encoding says it
     return paramshare.build(name, sample.spec, d_out, readout, hidden=d_hidden, fourier=fourier,
-                            zero_output=zero_output, edit_scale=edit_scale)
+                            zero_output=zero_output, edit_scale=edit_scale, dropout=dropout)

@@ -51,9 +51,11 @@ from .transformer_nfn import MLPActivation, TransformerNFNInvariant, Transformer
 READOUTS = ("invariant", "equivariant")
 
 
-def mlp_head(d_in: int, d_out: int, hidden: int = 64) -> nn.Sequential:
-    """The invariant head: features [B, d_in] -> [B, d_out]."""
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+def mlp_head(d_in: int, d_out: int, hidden: int = 64, dropout: float = 0.0) -> nn.Sequential:
+    """The invariant head: features [B, d_in] -> [B, d_out]; ``dropout`` > 0 drops hidden units
+    while training (added only then, so that the parameter names of models without it stay)."""
+    drop = [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), *drop, nn.Linear(hidden, hidden), nn.ReLU(), *drop,
                          nn.Linear(hidden, d_out))
 
 
@@ -120,15 +122,16 @@ def _stack(layer: Callable[[int, int], nn.Module], activation: nn.Module, in_cha
 
 
 def _readout(readout: str, body: list[nn.Module], channels: int, pool: nn.Module,
-             last_layer: Callable[[int, int], nn.Module], d_out: int, head_hidden: int) -> list[nn.Module]:
+             last_layer: Callable[[int, int], nn.Module], d_out: int, head_hidden: int,
+             dropout: float) -> list[nn.Module]:
     if readout == "invariant":
-        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden)]
+        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden, dropout)]
     return body + [last_layer(channels, d_out)]
 
 
 def nfn(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, group: Group = HNP,
         hidden: int = 16, depth: int = 3, io_embed: bool | None = None, norm: bool = False,
-        head_hidden: int = 64) -> list[nn.Module]:
+        head_hidden: int = 64, dropout: float = 0.0) -> list[nn.Module]:
     """NFN (NP or HNP): [position embedding], depth x (equivariant linear, [channel layer norm], ReLU).
     ``io_embed`` defaults to True for NP (inputs/outputs need positions) and False for HNP."""
     io_embed = group.permute_io if io_embed is None else io_embed
@@ -136,12 +139,12 @@ def nfn(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, g
     body: list[nn.Module] = [PositionEmbedding(spec, in_channels, io=True)] if io_embed else []
     body += _stack(layer, Activation(nn.ReLU()), in_channels, hidden, depth,
                    partial(ChannelLayerNorm, spec, hidden) if norm else None)
-    return _readout(readout, body, hidden, InvariantPool(spec, hidden, group), layer, d_out, head_hidden)
+    return _readout(readout, body, hidden, InvariantPool(spec, hidden, group), layer, d_out, head_hidden, dropout)
 
 
 def nft(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 16,
         heads: int = 4, depth: int = 2, latents: int = 4, io_embed: bool = True,
-        head_hidden: int = 64) -> list[nn.Module]:
+        head_hidden: int = 64, dropout: float = 0.0) -> list[nn.Module]:
     """NFT: channel lift to ``hidden`` channels, layer/io position embedding, depth x pre-norm
     (NP attention, pointwise MLP)."""
     body: list[nn.Module] = [ChannelMap(spec, in_channels, hidden), PositionEmbedding(spec, hidden, io=io_embed)]
@@ -150,7 +153,7 @@ def nft(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, h
                  Residual(ChannelLayerNorm(spec, hidden), PointwiseMLP(spec, hidden, 2 * hidden))]
     if readout == "invariant":
         pool = AttentionPool(spec, hidden, latents, heads)
-        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden)]
+        return body + [pool, mlp_head(pool.num_features, d_out, head_hidden, dropout)]
     return body + [ChannelLayerNorm(spec, hidden), ChannelMap(spec, hidden, d_out)]
 
 
@@ -160,48 +163,51 @@ def _activation(scaling: str) -> nn.Module:
 
 
 def monomial(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str | None = None,
-             hidden: int = 16, depth: int = 3, head_hidden: int = 64) -> list[nn.Module]:
+             hidden: int = 16, depth: int = 3, head_hidden: int = 64, dropout: float = 0.0) -> list[nn.Module]:
     """Monomial-NFN: depth x (monomial linear, ReLU or tanh), monomial pool. ``scaling``:
     "scale" or "sign"; None derives it from ``spec.activations`` (:func:`.symmetry.scaling_of`)."""
     scaling = scaling or scaling_of(spec)
     layer = partial(MonomialLinear, spec, scaling=scaling)
     body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
-    return _readout(readout, body, hidden, MonomialPool(spec, hidden, scaling), layer, d_out, head_hidden)
+    return _readout(readout, body, hidden, MonomialPool(spec, hidden, scaling), layer, d_out, head_hidden, dropout)
 
 
 def magep(spec: WeightSpaceSpec, d_out: int, readout: str, in_channels: int = 1, scaling: str | None = None,
-          hidden: int = 16, depth: int = 2, head_hidden: int = 64) -> list[nn.Module]:
+          hidden: int = 16, depth: int = 2, head_hidden: int = 64, dropout: float = 0.0) -> list[nn.Module]:
     """MAGEP-NFN: depth x (polynomial layer, ReLU or tanh), monomial pool + path invariants.
     ``scaling`` as in :func:`monomial`."""
     scaling = scaling or scaling_of(spec)
     layer = partial(MAGEPLayer, spec, scaling=scaling)
     body = _stack(layer, Activation(_activation(scaling)), in_channels, hidden, depth)
     pool = Concat(MonomialPool(spec, hidden, scaling), PathInvariant(spec, hidden))
-    return _readout(readout, body, hidden, pool, layer, d_out, head_hidden)
+    return _readout(readout, body, hidden, pool, layer, d_out, head_hidden, dropout)
 
 
 def transformer_nfn(spec: AttentionSpec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 8,
-                    depth: int = 2, summary: int | None = None, head_hidden: int = 64) -> list[nn.Module]:
+                    depth: int = 2, summary: int | None = None, head_hidden: int = 64,
+                    dropout: float = 0.0) -> list[nn.Module]:
     """Transformer-NFN: depth x (equivariant layer, ReLU on the MLP fields), invariant features."""
     layer = partial(TransformerNFNLinear, spec, summary=summary)
     body = _stack(layer, MLPActivation(nn.ReLU()), in_channels, hidden, depth)
-    return _readout(readout, body, hidden, TransformerNFNInvariant(spec, hidden), layer, d_out, head_hidden)
+    return _readout(readout, body, hidden, TransformerNFNInvariant(spec, hidden), layer, d_out, head_hidden, dropout)
 
 
-def stat(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64) -> list[nn.Module]:
+def stat(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64,
+         dropout: float = 0.0) -> list[nn.Module]:
     """Statistics baseline: per-tensor statistics -> MLP, or per-entry edits from value + statistics."""
     if readout == "invariant":
         feats = StatFeatures(spec, in_channels)
-        return [feats, mlp_head(feats.num_features, d_out, hidden)]
+        return [feats, mlp_head(feats.num_features, d_out, hidden, dropout)]
     return [StatEdit(spec, in_channels, d_out, hidden)]
 
 
-def flat_mlp(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64) -> list[nn.Module]:
+def flat_mlp(spec: Spec, d_out: int, readout: str, in_channels: int = 1, hidden: int = 64,
+             dropout: float = 0.0) -> list[nn.Module]:
     """MLP on the flattened weights (no symmetry): -> [B, d_out], or -> every entry's delta."""
     if readout == "invariant":
-        return [Flatten(), mlp_head(in_channels * num_entries(spec), d_out, hidden)]
+        return [Flatten(), mlp_head(in_channels * num_entries(spec), d_out, hidden, dropout)]
     out = Unflatten(spec, d_out)
-    return [Flatten(), mlp_head(in_channels * num_entries(spec), out.num_features, hidden), out]
+    return [Flatten(), mlp_head(in_channels * num_entries(spec), out.num_features, hidden, dropout), out]
 
 
 #: the models whose group scales hidden neurons (``scaling`` option)
@@ -269,7 +275,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             ``model.encoding`` names what was used ("raw" for F = 0).
         fourier_sigma: standard deviation of the frequencies.
         options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`,
-            :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``.
+            :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``;
+            every one takes ``dropout`` (its MLP head's hidden units, while training).
     """
     if name not in MODELS:
         raise ValueError(f"paramshare.build: unknown model {name!r}; choose from {sorted(MODELS)}")
