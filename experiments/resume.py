@@ -12,8 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
+from sacred.config.config_scope import ConfigScope
+
 from . import distributed
-from .config import run_directory
+from .config import run_directory, shared_config
 
 
 def checkpoint_file(cfg: dict, _run, name: str) -> Path | None:
@@ -32,11 +34,12 @@ def checkpoint_file(cfg: dict, _run, name: str) -> Path | None:
 
 
 def check_same_config(cfg: dict, may_differ: tuple[str, ...] = ("resume",)) -> None:
-    """ValueError unless ``cfg['resume']`` is a run directory whose config equals ``cfg`` (but ``may_differ``)."""
+    """ValueError unless ``cfg['resume']`` is a run directory whose config equals ``cfg`` (but ``may_differ``).
+    A shared key the old run does not record (it predates the key) ran at the key's default."""
     folder = Path(cfg["resume"])
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"resume={cfg['resume']!r}: no run directory there (no config.json)")
-    old = json.loads((folder / "config.json").read_text())
+    old = {**ConfigScope(shared_config)(), **json.loads((folder / "config.json").read_text())}
     differ = sorted(k for k in cfg if k not in may_differ and k in old and old[k] != cfg[k])
     if differ:
         may = ", ".join(k for k in may_differ if k != "resume")

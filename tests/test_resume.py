@@ -189,3 +189,17 @@ def test_a_task_experiment_cut_off_resumes_from_its_run_directory(tmp_path, monk
     summary = resumed.info["summary"]
     assert summary["history"] == whole["history"] and summary["test"] == whole["test"]
     assert not (tmp_path / "runs" / str(resumed._id) / "ckpt-stat-seed0.pt").exists()
+
+
+def test_a_run_that_predates_a_key_resumes_only_at_its_default(tmp_path):
+    """A run directory written before a config key existed ran at that key's default: resuming
+    it with another value must be refused, not merged."""
+    from sacred.config.config_scope import ConfigScope
+    from experiments.config import shared_config
+    from experiments.resume import check_same_config
+
+    cfg = ConfigScope(shared_config)()
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "dropout"}))
+    check_same_config({**cfg, "resume": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"other values of \['dropout'\]"):
+        check_same_config({**cfg, "dropout": 0.2, "resume": str(tmp_path)})
