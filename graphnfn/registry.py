@@ -91,7 +91,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``"fourier"`` of their ``fourier`` Gaussian Fourier features, the features ``stat`` reads.
     ``dropout``: a regulariser of both families, at training time only: the graph models drop
     entries of every layer's node and edge update, the parameter-sharing models (and ``stat``,
-    ``flat-mlp``) the hidden units of their MLP head (invariant readout).
+    ``flat-mlp``) the hidden units of their MLP head, which of their equivariant readouts only
+    ``flat-mlp``'s has.
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
