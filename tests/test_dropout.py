@@ -42,9 +42,10 @@ def test_dropout_changes_training_only(name):
     assert not torch.equal(first, dropped(x)), "in training, dropout must drop"
 
 
-def test_graph_models_drop_in_the_equivariant_readout_too():
-    model = built("sign-gnn", 0.5, readout="equivariant").train()
-    x = sample("sign-gnn")
+@pytest.mark.parametrize("name", GRAPH_MODELS)
+def test_graph_models_drop_in_the_equivariant_readout_too(name):
+    model = built(name, 0.5, readout="equivariant").train()
+    x = sample(name)
     assert not torch.equal(model(x), model(x))
 
 
