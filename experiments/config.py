@@ -85,7 +85,7 @@ NAMED_CONFIGS = {"quick": quick, "fmnist": fmnist}
 def check_config(cfg: dict, models: list[str], task: str) -> None:
     """ValueError naming the key for a dataset, model or task that does not exist, before
     any zoo is made or any model trains."""
-    from graphnfn.registry import EDIT_REFERENCES, check_tensor_stats, family
+    from graphnfn.registry import EDIT_REFERENCES, check_dropout, check_tensor_stats, family
     from experiments.tasks import TASKS
 
     if task not in TASKS:
@@ -105,6 +105,7 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     if augment is not None and augment.mirror is not None and task not in MIRROR_TASKS:
         raise ValueError(f"augment=mirror mirrors the image an INR draws: only for {MIRROR_TASKS}, not {task}")
     check_tensor_stats(cfg.get("tensor_stats", False))
+    check_dropout(cfg.get("dropout", 0.0))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 

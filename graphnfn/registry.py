@@ -65,6 +65,12 @@ def check_tensor_stats(value) -> None:
         raise ValueError(f"tensor_stats must be False, True or 'fourier', got {value!r}")
 
 
+def check_dropout(rate) -> None:
+    """ValueError unless ``rate`` is a dropout rate in [0, 1)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {rate}")
+
+
 def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: int = 32, n_layers: int = 3,
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
@@ -94,8 +100,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``flat-mlp``) the hidden units of their MLP head, which of their equivariant readouts only
     ``flat-mlp``'s has.
     """
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    check_dropout(dropout)
     readout = readout_name(readout, READOUTS)
     zero_output = zero_output and readout == "equivariant"
     kind = family(name)

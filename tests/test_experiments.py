@@ -140,9 +140,11 @@ def test_compare_checks_every_name_before_training(tmp_path):
                             ({"task": "inr_clasification"}, "task 'inr_clasification'"),
                             ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of"),
                             ({"augment": "mirror", "task": "inr_editing", "models": ["stat"]},
-                             "augment=mirror mirrors the image an INR draws: only for")):
+                             "augment=mirror mirrors the image an INR draws: only for"),
+                            ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0")):
         with pytest.raises(ValueError, match=message):
             ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})
+    assert not (tmp_path / "zoos").exists(), "every bad name must be refused before a zoo is made"
     with pytest.raises(ConfigAddedError, match="quik"):  # a typo in a key is refused, not ignored
         ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "quik": True})
     with pytest.raises(ValueError, match="align-linear has no inr_editing readout"):
