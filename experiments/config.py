@@ -35,7 +35,7 @@ def shared_config():
     batch_size = 64  # networks per batch, the same for every model
     lr = 1e-3  # AdamW learning rate (cosine decay to 0 over the steps)
     weight_decay = 0.0  # AdamW weight decay
-    dropout = 0.0  # training only: graph models drop entries of every layer's node and edge update; parameter-sharing models, stat and flat-mlp the hidden units of their MLP head (invariant readout; of their edit readouts only flat-mlp's has one)
+    dropout = 0.0  # training only: graph models drop entries of every layer's node and edge update; parameter-sharing models, stat, flat-mlp and probe-mlp the hidden units of their MLP head (invariant readout; of their edit readouts only flat-mlp's has one)
     warmup = 0  # steps of linear learning-rate warmup before the cosine decay, the same for every model (0: none)
     device = "auto"  # auto (CUDA when available), cpu, cuda
     threads = None  # torch CPU threads. None: torch's default, one per core (fastest on an idle machine); 1 when other jobs share the cores

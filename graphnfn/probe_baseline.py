@@ -32,15 +32,17 @@ class ProbeMLP(nn.Module):
         probe: the probe inputs (:class:`graphnfn.features.ProbeFeatures`); required.
         d_hidden: the MLP's hidden width.
         max_outputs: the most output neurons a network may have.
+        dropout: drops the MLP's hidden units while training.
     """
 
-    def __init__(self, d_out: int, probe: ProbeFeatures | None, d_hidden: int = 128, max_outputs: int = 16):
+    def __init__(self, d_out: int, probe: ProbeFeatures | None, d_hidden: int = 128, max_outputs: int = 16,
+                 dropout: float = 0.0):
         super().__init__()
         if probe is None:
             raise ValueError("probe-mlp reads the networks' outputs on probe inputs: pass probe_inputs "
                              "(experiments: MLP/INR zoos give it a coordinate grid)")
         self.probe, self.max_outputs = probe, max_outputs
-        self.head = mlp(max_outputs * probe.n_probes, d_out, d_hidden)
+        self.head = mlp(max_outputs * probe.n_probes, d_out, d_hidden, dropout)
 
     def rendered(self, data: NeuralGraph | Batch) -> Tensor:
         """[B, max_outputs * P]: each network's output neurons on the probe inputs (the run is

@@ -97,8 +97,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``"fourier"`` of their ``fourier`` Gaussian Fourier features, the features ``stat`` reads.
     ``dropout``: a regulariser of both families, at training time only: the graph models drop
     entries of every layer's node and edge update, the parameter-sharing models (and ``stat``,
-    ``flat-mlp``) the hidden units of their MLP head, which of their equivariant readouts only
-    ``flat-mlp``'s has.
+    ``flat-mlp``, ``probe-mlp``) the hidden units of their MLP head, which of their equivariant
+    readouts only ``flat-mlp``'s has.
     """
     check_dropout(dropout)
     readout = readout_name(readout, READOUTS)
@@ -114,7 +114,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
         if name == PROBE_MLP:
             if readout != "invariant":
                 raise ValueError("probe-mlp has only an invariant readout: it reads the networks' outputs, not weights")
-            model = ProbeMLP(d_out, probe, d_hidden=4 * d_hidden)
+            model = ProbeMLP(d_out, probe, d_hidden=4 * d_hidden, dropout=dropout)
             model.encoding = f"outputs at {model.probe.n_probes} probes"
             return model
         if name == SIGN_GNN:

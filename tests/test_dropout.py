@@ -8,22 +8,24 @@ from torch import nn
 
 import converters
 import graphnfn
-from graphnfn.registry import GRAPH_MODELS, build
+from graphnfn.registry import GRAPH_MODELS, PROBE_MLP, build
 
 # tanh hidden neurons so that every model of both families (monomial's sign group too) takes them
 NETS = [nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1)) for _ in range(3)]
-MODELS = ["pna", "transformer", "sign-gnn", "nfn-hnp", "nft", "monomial", "magep", "stat", "flat-mlp"]
+MODELS = ["pna", "transformer", "sign-gnn", "nfn-hnp", "nft", "monomial", "magep", "stat", "flat-mlp", PROBE_MLP]
+PROBES = torch.rand(6, 2) * 2 - 1  # probe-mlp reads the networks' outputs at these inputs
 
 
 def sample(name: str):
-    if name in GRAPH_MODELS:
+    if name in GRAPH_MODELS + (PROBE_MLP,):
         return graphnfn.collate([converters.to_graph(m) for m in NETS])
     return graphnfn.paramshare.concat([converters.to_weight_space(m) for m in NETS], 0)
 
 
 def built(name: str, dropout: float, readout: str = "invariant"):
     torch.manual_seed(0)
-    return build(name, sample(name), 3, readout, d_hidden=8, n_layers=2, heads=2, fourier=4, dropout=dropout)
+    return build(name, sample(name), 3, readout, d_hidden=8, n_layers=2, heads=2, fourier=4, dropout=dropout,
+                 probe_inputs=PROBES if name == PROBE_MLP else None)
 
 
 @pytest.mark.parametrize("name", MODELS)

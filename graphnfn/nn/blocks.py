@@ -6,10 +6,13 @@ from torch import Tensor, nn
 from torch_geometric.nn.inits import reset
 
 
-def mlp(d_in: int, d_out: int, d_hidden: int | None = None) -> nn.Sequential:
-    """Two-layer MLP with SiLU, the node-level building block."""
+def mlp(d_in: int, d_out: int, d_hidden: int | None = None, dropout: float = 0.0) -> nn.Sequential:
+    """Two-layer MLP with SiLU, the node-level building block: [*, d_in] -> [*, d_out].
+    ``dropout`` > 0 drops hidden units while training (added only then, so that the parameter
+    names of models without it stay)."""
     d_hidden = d_hidden or d_out
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+    drop = [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), *drop, nn.Linear(d_hidden, d_out))
 
 
 class EdgeMLP(nn.Module):
