@@ -123,14 +123,16 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
                             zero_output=zero_output, edit_scale=edit_scale, pool=pool, tensor_stats=slots,
                             stats_fourier=stats_fourier, symmetry=symmetry)
             groups = "sign group, scale canonical" if symmetry == "scale" else "sign group"
-            model.encoding = f"odd-fourier{fourier} ({groups})" if fourier else "raw"
-            return model
-        model = GraphNFN(d_out, backbone=name, readout=readout,
-                         d_hidden=d_hidden, n_layers=n_layers, heads=heads, dropout=dropout, fourier=fourier,
-                         positional=positional, layer_embedding=layer_embedding, probe=probe, symmetry=symmetry,
-                         zero_output=zero_output, edit_scale=edit_scale, pool=pool, recompute=recompute,
-                         tensor_stats=slots, stats_fourier=stats_fourier)
-        model.encoding = f"fourier{fourier}" if fourier else "raw"
+            encoding = f"odd-fourier{fourier} ({groups})" if fourier else "raw"
+        else:
+            model = GraphNFN(d_out, backbone=name, readout=readout,
+                             d_hidden=d_hidden, n_layers=n_layers, heads=heads, dropout=dropout, fourier=fourier,
+                             positional=positional, layer_embedding=layer_embedding, probe=probe, symmetry=symmetry,
+                             zero_output=zero_output, edit_scale=edit_scale, pool=pool, recompute=recompute,
+                             tensor_stats=slots, stats_fourier=stats_fourier)
+            encoding = f"fourier{fourier}" if fourier else "raw"
+        # tables name every input a row read: probe features are computed from the weights, but are more than them
+        model.encoding = encoding + (f" + activations at {probe.n_probes} probes" if probe is not None else "")
         return model
     name = "flat-mlp" if name == "flat-mlp-aug" else name
     if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":

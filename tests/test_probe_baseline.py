@@ -41,3 +41,13 @@ def test_probe_mlp_needs_probes_and_an_invariant_readout():
         build("probe-mlp", batch, d_out=2)
     with pytest.raises(ValueError, match="invariant readout"):
         build("probe-mlp", batch, d_out=1, readout="equivariant", probe_inputs=torch.randn(4, 2))
+
+
+@pytest.mark.parametrize("name", ["pna", "sign-gnn"])
+def test_a_graph_models_encoding_names_its_probe_features(name):
+    """Result tables print ``model.encoding``: a row that read probe activations must say so."""
+    batch = graphnfn.collate([converters.to_graph(m) for m in nets()])
+    plain = build(name, batch, d_out=2, d_hidden=8, n_layers=1, fourier=4)
+    probed = build(name, batch, d_out=2, d_hidden=8, n_layers=1, fourier=4, probe_inputs=torch.randn(5, 2))
+    assert "probe" not in plain.encoding
+    assert probed.encoding == plain.encoding + " + activations at 5 probes"
