@@ -13,7 +13,7 @@ from graphnfn.registry import GRAPH_MODELS, PROBE_MLP, build
 # tanh hidden neurons so that every model of both families (monomial's sign group too) takes them
 NETS = [nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1)) for _ in range(3)]
 MODELS = ["pna", "transformer", "sign-gnn", "nfn-hnp", "nft", "monomial", "magep", "stat", "flat-mlp", PROBE_MLP]
-PROBES = torch.rand(6, 2) * 2 - 1  # probe-mlp reads the networks' outputs at these inputs
+PROBES = torch.linspace(-1, 1, 12).view(6, 2)  # probe-mlp reads the networks' outputs at these inputs
 
 
 def sample(name: str):
