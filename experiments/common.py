@@ -56,20 +56,17 @@ def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:
 
 
 def model_card(cfg: dict, sample, d_out: int, readout: str, probe_inputs: Tensor | None,
-               scaler: WeightScaler | None, task: str) -> dict[str, Any]:
+               scaler: WeightScaler | None, task: str, probe_act_param: float | None = None) -> dict[str, Any]:
     """What rebuilds cfg['model'] for inputs like ``sample`` (:func:`graphnfn.registry.build`) and
-    feeds it new networks: saved with the trained weights, read by :func:`graphnfn.load_model`."""
+    feeds it new networks: saved with the trained weights, read by :func:`graphnfn.load_model`.
+    With ``probe`` (``probe-mlp``: always) both families read ``probe_inputs``; a weight space does
+    not record its activations' parameter, so the card keeps ``probe_act_param`` (SIREN's w0)."""
+    probes = cfg["probe"] or cfg["model"] == registry.PROBE_MLP
     return {"name": cfg["model"], "d_out": d_out, "readout": readout, "options": {k: cfg[k] for k in MODEL_KEYS},
-            "probe_inputs": (probe_inputs if (cfg["probe"] or cfg["model"] == registry.PROBE_MLP)
-                             and family(cfg["model"]) == "graph" else None),
+            "probe_inputs": probe_inputs if probes else None,
+            "probe_act_param": probe_act_param if probes and family(cfg["model"]) != "graph" else None,
             "spec": spec_record(getattr(sample, "spec", None)) if family(cfg["model"]) != "graph" else None,
             "scales": scaler.scales if scaler else None, "task": task}
-
-
-def build_model(card: dict[str, Any], sample) -> nn.Module:
-    """The untrained model of a :func:`model_card`."""
-    return registry.build(card["name"], sample, card["d_out"], card["readout"], probe_inputs=card["probe_inputs"],
-                          **card["options"])
 
 
 def make_loaders(cfg: dict, zoo: Zoo, target, where=None,

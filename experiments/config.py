@@ -46,7 +46,7 @@ def shared_config():
     fourier = 16  # both families: Gaussian Fourier frequencies per weight and bias (0: raw weights)
     positional = True  # graph models: learned embeddings of input/output positions
     layer_embedding = True  # graph models: learned embedding of each node's layer depth
-    probe = False  # graph models on MLP/INR zoos: every neuron's activation on probe inputs (probe-mlp: always)
+    probe = False  # INR zoos, both families: every neuron's activation on probe inputs (graph models: node features; parameter-sharing models: bias channels; probe-mlp: always)
     symmetry = None  # graph models: None, "sign" or "scale" canonical forms (sign-gnn has sign built in)
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
@@ -101,6 +101,9 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     for reference in EDIT_REFERENCES:
         if reference in models and TASKS[task].readout != "equivariant":
             raise ValueError(f"{reference} is a yardstick of editing, not of {task}: leave it out of models")
+    if cfg.get("probe") and TASKS[task].zoo_kind != "siren":
+        raise ValueError(f"probe=True runs every network on probe inputs (a coordinate grid): INR zoos only, "
+                         f"not {task}'s {TASKS[task].zoo_kind} networks")
     augment = weight_augment(cfg)
     if augment is not None and augment.mirror is not None and task not in MIRROR_TASKS:
         raise ValueError(f"augment=mirror mirrors the image an INR draws: only for {MIRROR_TASKS}, not {task}")

@@ -17,11 +17,12 @@ from torch import Tensor, nn
 from graphnfn.execute import run_graph
 from graphnfn.graph import NodeType
 from graphnfn.paramshare import WeightSpace
+from graphnfn.trained import build_from_card
 from graphnfn.training import Task, classification_task, regression_task
 from graphnfn.zoo import Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo, siren_recipe
 from graphnfn.zoo.siren import siren_forward
 
-from .common import build_model, ensure_zoo, learns, make_loaders, model_card, run_task
+from .common import ensure_zoo, learns, make_loaders, model_card, run_task
 from .config import check_config, new_experiment, run_directory
 from .resume import check_same_config, checkpoint_file
 
@@ -144,11 +145,13 @@ def run(cfg: dict, task_name: str, _run=None, checkpoint: Path | None = None) ->
     loaders, scaler = make_loaders(cfg, zoo, spec.target(cfg, zoo), where, scale=spec.readout == "invariant")
     sample = loaders["train"][0] if isinstance(loaders["train"], list) else next(iter(loaders["train"]))
     inputs = sample if not isinstance(sample, (tuple, list)) else sample[0]
-    probe_inputs = coordinate_grid(8) if zoo.config.get("kind") == "siren" else None
+    siren = zoo.config.get("kind") == "siren"
+    probe_inputs = coordinate_grid(8) if siren else None
     cfg = {**cfg, "steps": cfg["steps"] or (50 if cfg["quick"] else spec.steps)}
     torch.manual_seed(cfg["seed"])
-    card = model_card(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs, scaler, task_name)
-    model = build_model(card, inputs) if learns(cfg["model"]) else None
+    card = model_card(cfg, inputs, spec.d_out(zoo), spec.readout, probe_inputs, scaler, task_name,
+                      zoo.config["hparams"]["w0"] if siren else None)
+    model = build_from_card(card, inputs) if learns(cfg["model"]) else None
     summary = run_task(cfg, spec.task(cfg, zoo), loaders, model, _run, card, checkpoint)
     summary["zoo"] = {"path": str(zoo.root), "kind": zoo.config.get("kind"),
                       "init": zoo.config.get("hparams", {}).get("init")}

@@ -9,12 +9,31 @@ that edits edge and node features can be trained through the edited network
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 from torch_geometric.utils import scatter
 
 from .graph import ACT_COLS, NODE_COL, WEIGHT_COL, Activation, EdgeType, NodeType
 
+#: every activation as a map of (pre-activations, its parameter broadcast with them)
+ACTIVATION_FNS: dict[Activation, Callable[[Tensor, Tensor], Tensor]] = {
+    Activation.RELU: lambda pre, p: torch.relu(pre),
+    Activation.LEAKY_RELU: lambda pre, p: torch.where(pre >= 0, pre, pre * p),
+    Activation.GELU: lambda pre, p: torch.where(p > 0, F.gelu(pre, approximate="tanh"), F.gelu(pre)),
+    Activation.TANH: lambda pre, p: torch.tanh(pre),
+    Activation.SIGMOID: lambda pre, p: torch.sigmoid(pre),
+    Activation.SINE: lambda pre, p: torch.sin(p * pre),
+    Activation.SILU: lambda pre, p: F.silu(pre),
+    Activation.ELU: lambda pre, p: torch.where(pre > 0, pre, p * torch.expm1(pre.clamp(max=0))),
+    Activation.SOFTPLUS: lambda pre, p: F.softplus(pre * p) / p.clamp(min=1e-12),
+}
+#: the parameter of an activation module built with its defaults (what the converters record
+#: for it): leaky ReLU's slope, SIREN's w0 (:class:`graphnfn.Sine`), ELU's alpha, softplus' beta
+DEFAULT_ACT_PARAM = {Activation.LEAKY_RELU: 0.01, Activation.SINE: 30.0, Activation.ELU: 1.0,
+                     Activation.SOFTPLUS: 1.0}
 
 
 def activate(pre: Tensor, x: Tensor) -> Tensor:
@@ -22,20 +41,9 @@ def activate(pre: Tensor, x: Tensor) -> Tensor:
     Softmax, log-softmax and unknown activations count as identity."""
     onehot = x[:, ACT_COLS]
     param = x[:, NODE_COL["act_param"]].unsqueeze(1)
-    candidates = {
-        Activation.RELU: torch.relu(pre),
-        Activation.LEAKY_RELU: torch.where(pre >= 0, pre, pre * param),
-        Activation.GELU: nn.functional.gelu(pre),
-        Activation.TANH: torch.tanh(pre),
-        Activation.SIGMOID: torch.sigmoid(pre),
-        Activation.SINE: torch.sin(param * pre),
-        Activation.SILU: nn.functional.silu(pre),
-        Activation.ELU: torch.where(pre > 0, pre, param * torch.expm1(pre.clamp(max=0))),
-        Activation.SOFTPLUS: nn.functional.softplus(pre * param) / param.clamp(min=1e-12),
-    }
-    out = pre * (1 - sum(onehot[:, int(k)] for k in candidates).unsqueeze(1))
-    for kind, value in candidates.items():
-        out = out + onehot[:, int(kind)].unsqueeze(1) * value
+    out = pre * (1 - sum(onehot[:, int(k)] for k in ACTIVATION_FNS).unsqueeze(1))
+    for kind, fn in ACTIVATION_FNS.items():
+        out = out + onehot[:, int(kind)].unsqueeze(1) * fn(pre, param)
     return out
 
 

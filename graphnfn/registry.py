@@ -75,7 +75,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
           heads: int = 4, fourier: int = 16, positional: bool = True, layer_embedding: bool = True,
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
           edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None,
-          tensor_stats: bool | str = False, dropout: float = 0.0) -> nn.Module:
+          tensor_stats: bool | str = False, dropout: float = 0.0, probe_act_param: float | None = None,
+          input_scales: dict | None = None) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -83,9 +84,12 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     (``fourier`` frequencies; 0: raw), except where a model's group admits none: positive
     scalings (``monomial`` / ``magep`` on ReLU networks) read raw weights. ``model.encoding``
     names what each model read. ``d_hidden`` is the graph models' width and the
-    parameter-sharing models' ``hidden``; ``n_layers``, ``heads``, ``positional``,
-    ``layer_embedding``, ``probe_inputs`` ([P, n_inputs]: probe features on these inputs)
-    ``symmetry`` and ``pool`` apply to the graph models (``sign-gnn`` is equivariant to sign flips
+    parameter-sharing models' ``hidden``; ``probe_inputs`` ([P, n_inputs], MLPs and INRs) gives
+    both families every neuron's activations on these inputs: the graph models as node features,
+    the parameter-sharing ones as bias channels (:class:`graphnfn.paramshare.ProbeChannels`, run
+    with ``probe_act_param``, SIREN's w0, which a weight space does not record, on inputs
+    multiplied back by ``input_scales``, the WeightScaler's). ``n_layers``, ``heads``, ``positional``,
+    ``layer_embedding``, ``symmetry`` and ``pool`` apply to the graph models (``sign-gnn`` is equivariant to sign flips
     by construction: for it ``"sign"`` changes nothing, and ``"scale"`` adds the ReLU canonical form).
     ``zero_output`` and ``edit_scale`` (learned scales of the edits, starting at this value: per
     layer depth in the graph models, per tensor in the parameter-sharing ones) apply to the
@@ -138,4 +142,5 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     if name in paramshare.models.MONOMIAL_MODELS and paramshare.scaling_of(sample.spec) == "scale":
         fourier = 0  # what paramshare.build would fall back to, without its warning: the table's encoding says it
     return paramshare.build(name, sample.spec, d_out, readout, hidden=d_hidden, fourier=fourier,
-                            zero_output=zero_output, edit_scale=edit_scale, dropout=dropout)
+                            zero_output=zero_output, edit_scale=edit_scale, dropout=dropout, probes=probe_inputs,
+                            probe_act_param=probe_act_param, input_scales=input_scales)

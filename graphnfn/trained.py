@@ -7,7 +7,8 @@ loaded back to predict on new networks.
 
 A checkpoint is a dict of tensors, numbers, strings and tuples (``torch.load(...,
 weights_only=True)`` reads it): ``name``, ``d_out``, ``readout``, ``options`` (the
-:func:`graphnfn.registry.build` keywords), ``probe_inputs``, ``spec`` (a parameter-sharing
+:func:`graphnfn.registry.build` keywords), ``probe_inputs``, ``probe_act_param`` (the
+activations' parameter a parameter-sharing model's probe runs use), ``spec`` (a parameter-sharing
 model's input spec), ``scales`` (:class:`graphnfn.training.WeightScaler`; None: raw
 inputs), ``task`` and ``state_dict``.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import converters
 
@@ -36,6 +37,14 @@ def spec_record(spec) -> dict | None:
     if not isinstance(spec, tuple(_SPECS.values())):
         return None
     return {"type": type(spec).__name__, **spec._asdict()}
+
+
+def build_from_card(card: dict[str, Any], sample) -> nn.Module:
+    """The untrained model a card describes (:func:`graphnfn.registry.build` of its name, d_out,
+    readout, options and probe settings) for inputs like ``sample``."""
+    return registry.build(card["name"], sample, card["d_out"], card["readout"], probe_inputs=card["probe_inputs"],
+                          probe_act_param=card.get("probe_act_param"), input_scales=card["scales"],
+                          **card["options"])
 
 
 def save_model(path: str | os.PathLike, card: dict[str, Any], state_dict: dict[str, Tensor]) -> None:
@@ -60,8 +69,7 @@ class TrainedModel:
         self.spec = _SPECS[record["type"]](**{k: v for k, v in record.items() if k != "type"}) if record else None
         self.scaler = WeightScaler.from_scales(checkpoint["scales"]) if checkpoint["scales"] is not None else None
         sample = None if self.spec is None else _Sample(self.spec)
-        self.module = registry.build(self.name, sample, checkpoint["d_out"], self.readout,
-                                     probe_inputs=checkpoint["probe_inputs"], **checkpoint["options"])
+        self.module = build_from_card(checkpoint, sample)
         self.module.load_state_dict(checkpoint["state_dict"])
         self.module.eval()
 
@@ -112,4 +120,4 @@ def load_model(path: str | os.PathLike, model: str | None = None, seed: int | No
     return TrainedModel(torch.load(path, map_location="cpu", weights_only=True), str(path))
 
 
-__all__ = ["TrainedModel", "load_model", "save_model", "spec_record"]
+__all__ = ["TrainedModel", "build_from_card", "load_model", "save_model", "spec_record"]

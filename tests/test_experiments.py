@@ -273,15 +273,18 @@ def test_compare_resumes_from_the_finished_pairs_of_a_cut_off_run(tmp_path):
         ex.run(config_updates={**common, "models": ["stat"], "resume": str(folder), "lr": 0.5})
 
 
-@pytest.fixture(scope="module", params=["nfn-hnp", "pna"])
+@pytest.fixture(scope="module", params=[("nfn-hnp", False), ("pna", False), ("nft", True)],
+                ids=["nfn-hnp", "pna", "nft-probe"])
 def trained_run(request, tmp_path_factory):
-    """A tiny INR classifier of each family trained by the experiment: (run, run directory, zoo)."""
+    """A tiny INR classifier of each family trained by the experiment: (run, run directory, zoo).
+    With probe features, the checkpoint must carry what runs the networks (w0, the input scales)."""
     from experiments.inr_classification import ex
     from graphnfn.zoo import Zoo
 
-    tmp_path = tmp_path_factory.mktemp(request.param)
+    model, probe = request.param
+    tmp_path = tmp_path_factory.mktemp(model)
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
-    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": request.param})
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": model, "probe": probe})
     return run, tmp_path / "runs" / str(run._id), Zoo(run.info["summary"]["zoo"]["path"])
 
 
@@ -298,8 +301,13 @@ def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(trained_ru
     labels = torch.tensor([zoo.records[i]["label"] for i in test])
     accuracy = (logits.argmax(1) == labels).float().mean().item()
     assert accuracy == pytest.approx(run.info["summary"]["test"]["accuracy"], abs=1e-6)
+    if trained.module.encoding.endswith("probes"):  # the probe runs undo the input scaling and use the zoo's w0
+        probe, nets = trained.module.layers[0], [zoo.module(i) for i in test[:2]]
+        with torch.no_grad():
+            want = torch.stack([net(probe.probes) for net in nets])
+        torch.testing.assert_close(probe.activations(trained.inputs(nets))[-1], want, rtol=1e-4, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="no checkpoints match"):
-        graphnfn.load_model(folder, model="nft")
+        graphnfn.load_model(folder, model="magep")
 
 
 def test_graphnfn_predict_gives_the_models_predictions_for_checkpoint_files(trained_run, tmp_path, capsys):

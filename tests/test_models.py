@@ -171,6 +171,17 @@ def test_probe_features_are_the_network_activations():
     torch.testing.assert_close(h[out].T, net(probe.probes), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("activation", [nn.GELU(), nn.GELU(approximate="tanh"), nn.LeakyReLU(0.2), nn.ELU(0.5),
+                                        nn.Softplus(2.0), nn.SiLU(), graphnfn.Sine(3.0)], ids=repr)
+def test_probe_features_apply_each_activation_with_its_parameter(activation):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 5), activation, nn.Linear(5, 3)).double()
+    g = converters.to_graph(net)
+    probe = ProbeFeatures(6, 2).double()
+    h = probe(g.x, g.edge_index, g.edge_attr, g.node_type, g.edge_type, g.layer, len(g.spec.node_groups))
+    torch.testing.assert_close(h[g.node_type == graphnfn.NodeType.OUTPUT].T, net(probe.probes), rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("symmetry", [None, "sign"])
 def test_probe_features_run_the_real_network_after_scaling(symmetry):
     """WeightScaler rescales every layer (here by ~100x), which changes the function; the

@@ -19,13 +19,14 @@ from .models import MODELS, WeightSpaceModel, build
 from .nft import AttentionPool, NPAttention
 from .pooling import HNPPool, InvariantPool, MonomialPool, NPPool
 from .position import PositionEmbedding
+from .probe import ProbeChannels
 from .symmetry import HNP, NP, SCALE, SIGN, Group, Layout, scaling_of
 from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
 
 __all__ = [
     "align", "AlignLinear",
     "WeightSpace", "WeightSpaceSpec", "concat", "check_spec", "merge_activations", "MIXED", "scaling_of",
-    "FourierEncoding", "AttentionWeightSpace", "AttentionSpec", "BlockDims",
+    "FourierEncoding", "ProbeChannels", "AttentionWeightSpace", "AttentionSpec", "BlockDims",
     "flatten", "unflatten", "randn_space", "Group", "Layout", "NP", "HNP", "SCALE", "SIGN",
     "EquivariantLinear", "NPLinear", "HNPLinear", "MonomialLinear", "InvariantPool", "NPPool", "HNPPool",
     "MonomialPool", "PositionEmbedding", "Activation", "ChannelMap", "ChannelLayerNorm", "PointwiseMLP",

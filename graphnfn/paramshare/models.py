@@ -45,6 +45,7 @@ from .magep import MAGEPLayer, PathInvariant
 from .nft import AttentionPool, NPAttention
 from .pooling import InvariantPool, MonomialPool
 from .position import PositionEmbedding
+from .probe import ProbeChannels
 from .symmetry import HNP, NP, Group, scaling_of
 from .transformer_nfn import MLPActivation, TransformerNFNInvariant, TransformerNFNLinear
 
@@ -246,6 +247,7 @@ def _group_scaling(name: str, spec: Spec, options: dict) -> tuple[str, Spec]:
 
 def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_channels: int = 1,
           zero_output: bool = False, edit_scale: float | None = None, fourier: int = 0, fourier_sigma: float = 3.0,
+          probes: Tensor | None = None, probe_act_param: float | None = None, input_scales: dict | None = None,
           **options) -> WeightSpaceModel:
     """A parameter-sharing model for weight spaces of ``spec``.
 
@@ -274,6 +276,14 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             encoding commutes with them, so the model reads raw weights and warns).
             ``model.encoding`` names what was used ("raw" for F = 0).
         fourier_sigma: standard deviation of the frequencies.
+        probes: [P, n_0] probe inputs (MLPs and INRs): every neuron's activations on them join the
+            biases as P more channels (:class:`~.probe.ProbeChannels`, equivariant under every
+            model's group), the graph models' probe features; needs ``spec.activations`` and
+            ``in_channels`` 1. Not for transformers or CNNs.
+        probe_act_param: the hidden activations' parameter for those runs (SIREN's w0); None: the
+            activation module's default.
+        input_scales: the :class:`graphnfn.training.WeightScaler` scales of the inputs, undone
+            before the probe runs (a rescaled network computes another function).
         options: the model's hyper-parameters (see :func:`nfn`, :func:`nft`, :func:`monomial`,
             :func:`magep`, :func:`transformer_nfn`, :func:`stat`, :func:`flat_mlp`), e.g. ``hidden=32``;
             every one takes ``dropout`` (its MLP head's hidden units, while training).
@@ -284,7 +294,7 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
     if fourier < 0:
         raise ValueError(f"paramshare.build: fourier must be >= 0, got {fourier}")
     make, spec_type = MODELS[name]
-    spec = validated(spec, f"paramshare.build({name!r})")
+    spec = spec_in = validated(spec, f"paramshare.build({name!r})")
     if not isinstance(spec, spec_type):
         raise TypeError(f"paramshare.build: {name!r} needs a {spec_type.__name__}, got a {type(spec).__name__}")
     try:
@@ -296,6 +306,8 @@ def build(name: str, spec: Spec, d_out: int, readout: str = "invariant", in_chan
             fourier = 0
         encoder = (FourierEncoding(spec, in_channels, fourier, fourier_sigma, scaling,
                                    linear_attention=name == "transformer-nfn") if fourier else None)
+        if probes is not None:  # the run needs the activations, which only monomial models keep in ``spec``
+            encoder = ProbeChannels(spec_in, probes, in_channels, probe_act_param, input_scales, encoder)
     except ValueError as e:
         raise ValueError(f"paramshare.build({name!r}): {e}") from e
     try:
