@@ -9,7 +9,7 @@ that edits edge and node features can be trained through the edited network
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,3 +86,24 @@ def run_graph(inputs: Tensor, x: Tensor, edge_index: Tensor, edge_attr: Tensor, 
         pre = scatter(msg, dst, 0, x.size(0), "sum") + x[:, NODE_COL["bias"]].unsqueeze(1)
         h = torch.where((layer == depth).unsqueeze(1), activate(pre, acts), h)
     return h
+
+
+def run_mlp(inputs: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor],
+            activations: Sequence[Callable[[Tensor], Tensor]]) -> list[Tensor]:
+    """A batch of MLPs given as tensors on P inputs: the weight-space twin of :func:`run_graph`.
+
+    Args:
+        inputs: [P, n_0].
+        weights: weights[l] [B, n_{l+1}, n_l]; biases: biases[l] [B, n_{l+1}].
+        activations: one map per hidden neuron layer (applied after weights[l], l < len(activations)).
+    Returns:
+        [B, P, n_{l+1}] for every layer l: hidden neurons after their activation, outputs before.
+    """
+    h = inputs.expand(weights[0].size(0), *inputs.shape)
+    out = []
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if l < len(activations):
+            h = activations[l](h)
+        out.append(h)
+    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from graphnfn.execute import ACTIVATION_FNS, DEFAULT_ACT_PARAM
+from graphnfn.execute import ACTIVATION_FNS, DEFAULT_ACT_PARAM, run_mlp
 
 from ..spaces import WeightSpace, WeightSpaceSpec
 
@@ -93,16 +93,9 @@ class ProbeChannels(nn.Module):
 
     def activations(self, space: WeightSpace) -> list[Tensor]:
         """[B, P, n_{l+1}] for every layer l: hidden neurons after their activation, outputs before."""
-        w0 = space.weights[0]
-        h = self.probes.to(w0).expand(w0.size(0), *self.probes.shape)
-        out = []
-        for l, (w, b) in enumerate(zip(space.weights, space.biases)):
-            h = torch.baddbmm((b[:, 0] * self.bias_scales[l]).unsqueeze(1), h,
-                              (w[:, 0] * self.weight_scales[l]).transpose(1, 2))
-            if l < len(self.acts):
-                h = self.acts[l](h)
-            out.append(h)
-        return out
+        return run_mlp(self.probes.to(space.weights[0]),
+                       [w[:, 0] * scale for w, scale in zip(space.weights, self.weight_scales)],
+                       [b[:, 0] * scale for b, scale in zip(space.biases, self.bias_scales)], self.acts)
 
     def forward(self, space: WeightSpace) -> WeightSpace:
         acts = self.activations(space)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from graphnfn.execute import run_mlp
 from graphnfn.modules import Sine
 
 #: Layer widths of the literature SIREN: 2 -> 32 -> 32 -> 1.
@@ -88,13 +89,10 @@ def coordinate_grid(resolution: int, device: torch.device | str = "cpu") -> Tens
 def siren_forward(params: Sequence[Tensor], coords: Tensor, w0: float) -> Tensor:
     """Batched SIREN: params in :func:`siren_keys` order (leading batch dim B),
     coords [P, 2] -> outputs [B, P, out]."""
-    h = coords.expand(params[0].size(0), *coords.shape)
-    n_layers = len(params) // 2
-    for i in range(n_layers):
-        h = torch.baddbmm(params[2 * i + 1].unsqueeze(1), h, params[2 * i].transpose(1, 2))
-        if i < n_layers - 1:
-            h = torch.sin(w0 * h)
-    return h
+    def sine(h: Tensor) -> Tensor:
+        return torch.sin(w0 * h)
+
+    return run_mlp(coords, params[0::2], params[1::2], [sine] * (len(params) // 2 - 1))[-1]
 
 
 def render(params: Sequence[Tensor], resolution: int, w0: float = 30.0) -> Tensor:
