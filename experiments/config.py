@@ -51,7 +51,7 @@ def shared_config():
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
-    augment = None  # redraw the training networks every pass, under weight symmetries or mirrored: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR classification: half the INRs drawn mirrored left-right), combined with "+"; None: as they are
+    augment = None  # redraw the training networks every pass, under weight symmetries or mirrored: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR tasks: half the INRs drawn mirrored left-right), "dihedral" (INR tasks: each INR drawn flipped, transposed or rotated, one of the 8 symmetries of the square; an editing target moves along), combined with "+"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed
@@ -105,19 +105,20 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         raise ValueError(f"probe=True runs every network on probe inputs (a coordinate grid): INR zoos only, "
                          f"not {task}'s {TASKS[task].zoo_kind} networks")
     augment = weight_augment(cfg)
-    if augment is not None and augment.mirror is not None and task not in MIRROR_TASKS:
-        raise ValueError(f"augment=mirror mirrors the image an INR draws: only for {MIRROR_TASKS}, not {task}")
+    if augment is not None and (augment.mirror is not None or augment.dihedral) and TASKS[task].zoo_kind != "siren":
+        raise ValueError(f"augment={cfg['augment']} moves the image an INR draws: INR tasks only, "
+                         f"not {task}'s {TASKS[task].zoo_kind} networks")
     check_tensor_stats(cfg.get("tensor_stats", False))
     check_dropout(cfg.get("dropout", 0.0))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
 
 
-#: the ``augment`` key's names, as WeightAugment's fields and values: two symmetries, and the
-#: left-right mirror of the image an INR draws (the column coordinate of graphnfn.zoo.coordinate_grid)
-AUGMENTATIONS = {"permute": ("permute", True), "sign": ("sign_flip", True), "mirror": ("mirror", 1)}
-#: the tasks whose targets a mirrored INR keeps (an edited image would need its target mirrored too)
-MIRROR_TASKS = ("inr_classification",)
+#: the ``augment`` key's names, as WeightAugment's fields and values: two symmetries, and two moves
+#: of the image an INR draws: the left-right mirror (the column coordinate of
+#: graphnfn.zoo.coordinate_grid) and the 8 symmetries of the square (an edited image follows)
+AUGMENTATIONS = {"permute": ("permute", True), "sign": ("sign_flip", True), "mirror": ("mirror", 1),
+                 "dihedral": ("dihedral", True)}
 
 
 def weight_augment(cfg: dict, model: str | None = None) -> WeightAugment | None:

@@ -80,9 +80,10 @@ def test_editing_references_score_what_they_claim(tmp_path):
                                "models": ["stat", "no-edit"], "seeds": [0]})
 
 
-def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_images(tmp_path):
+def test_augmentations_redraw_the_training_inrs_and_move_only_the_images_they_move(tmp_path):
     """``augment="permute+sign"``: every pass the training SIRENs come with fresh neuron orders
-    and sign flips (other weights), and each still draws exactly its own image."""
+    and sign flips (other weights), and each still draws exactly its own image;
+    ``augment="dihedral"`` moves each image and its editing target alike."""
     from experiments.common import make_loaders
     from experiments.compare import ex
     from experiments.config import weight_augment
@@ -94,6 +95,7 @@ def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_im
     assert weight_augment({"augment": None}) is None and weight_augment({"augment": False}) is None
     assert weight_augment({"augment": None}, "flat-mlp-aug").permute
     assert weight_augment({"augment": "permute+mirror"}) == WeightAugment(permute=True, mirror=1)
+    assert weight_augment({"augment": "dihedral"}) == WeightAugment(dihedral=True)
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     cfg = dict(ex.run("print_config", config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"),
                                                        "task": "inr_editing"}).config)
@@ -113,6 +115,13 @@ def test_sign_and_permutation_augmentation_redraw_the_training_inrs_not_their_im
         assert not torch.equal(inputs.weights[1].flatten(1).sort(1).values,
                                reference.weights[1].flatten(1).sort(1).values)
         torch.testing.assert_close(task.identity(inputs), task.identity(reference), rtol=1e-4, atol=1e-5)
+    # augment="dihedral" moves the images: each INR's target moves with it, so with dilation (a symmetric
+    # 3x3 window) every INR misses its moved target by as much as it missed its own
+    moved, _ = make_loaders({**cfg, "model": "stat", "augment": "dihedral"}, zoo, target, scale=False)
+    for (inputs, y), (reference, y0) in zip(map(split_batch, moved["train"]), map(split_batch, plain["train"])):
+        assert not torch.equal(y, y0)
+        torch.testing.assert_close(((task.identity(inputs) - y) ** 2).mean((1, 2, 3)),
+                                   ((task.identity(reference) - y0) ** 2).mean((1, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("module, model, metric", [
@@ -139,8 +148,8 @@ def test_compare_checks_every_name_before_training(tmp_path):
                             ({"dataset": "cifar10"}, "dataset 'cifar10': inr_classification knows"),
                             ({"task": "inr_clasification"}, "task 'inr_clasification'"),
                             ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of"),
-                            ({"augment": "mirror", "task": "inr_editing", "models": ["stat"]},
-                             "augment=mirror mirrors the image an INR draws: only for"),
+                            ({"augment": "dihedral", "task": "cnn_generalization", "models": ["stat"]},
+                             "augment=dihedral moves the image an INR draws: INR tasks only"),
                             ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0")):
         with pytest.raises(ValueError, match=message):
             ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})

@@ -123,8 +123,45 @@ def test_mirror_draws_the_image_mirrored_left_right():
             torch.testing.assert_close(drawn, image.flip(1), rtol=0, atol=1e-12)
             assert not torch.allclose(drawn, image)
     assert 10 <= mirrored <= 30
-    with pytest.raises(TypeError, match="mirror=1 needs a first Linear layer that reads coordinates"):
+    with pytest.raises(TypeError, match="mirror=1 needs a first Linear layer that reads coordinate 1"):
         WeightAugment(mirror=1)(cnn64("relu"), cnn64("relu").state_dict())
+
+
+@settings(max_examples=16, deadline=None)
+@given(swap=st.booleans(), flip_rows=st.booleans(), flip_columns=st.booleans(), seed=st.integers(0, 2**16),
+       resolution=st.integers(2, 7))
+def test_every_image_view_moves_the_drawn_image_pixel_for_pixel(swap, flip_rows, flip_columns, seed, resolution):
+    """For each of the 8 symmetries of the square, the INR with ``view.weights`` as its first layer
+    draws ``view.image`` of the original's image, on even and odd grids (float64)."""
+    from graphnfn.zoo import ImageView, coordinate_grid
+
+    torch.manual_seed(seed)
+    model = make_siren().double()
+    grid = coordinate_grid(resolution, dtype=torch.float64)  # float32's linspace is not symmetric to 1e-12
+    image = model(grid).view(1, resolution, resolution)
+    view = ImageView((flip_rows, flip_columns), swap)
+    moved = make_siren().double()
+    moved.load_state_dict({**model.state_dict(), "0.weight": view.weights(model.state_dict()["0.weight"])})
+    torch.testing.assert_close(moved(grid).view(1, resolution, resolution), view.image(image), rtol=0, atol=1e-12)
+
+
+def test_dihedral_draws_each_of_the_eight_views():
+    """``dihedral=True`` draws every view (about equally often) and moves only the first layer;
+    it needs an INR of two coordinates and excludes ``mirror`` (which it contains)."""
+    model = siren64()
+    sd = model.state_dict()
+    gen = torch.Generator().manual_seed(0)
+    seen = {}
+    for _ in range(160):
+        state, view = WeightAugment(dihedral=True).apply(model, sd, gen)
+        seen[view] = seen.get(view, 0) + 1
+        torch.testing.assert_close(state["0.weight"], view.weights(sd["0.weight"]), rtol=0, atol=0)
+        assert all(torch.equal(state[k], v) for k, v in sd.items() if k != "0.weight")
+    assert len(seen) == 8 and min(seen.values()) >= 8
+    with pytest.raises(ValueError, match="give one of mirror and dihedral"):
+        WeightAugment(mirror=1, dihedral=True)
+    with pytest.raises(TypeError, match="dihedral needs a first Linear layer that reads two coordinates"):
+        WeightAugment(dihedral=True)(cnn64("relu"), cnn64("relu").state_dict())
 
 
 def test_augmented_loaders(zoo):
@@ -173,3 +210,29 @@ def test_editing_targets_in_a_loader(zoo):
     first = zoo.records[zoo.indices("val")[0]]
     expected = edit_images(load_digits().images[first["image"]], "dilate")
     assert batch.y.shape == (2, 1, 8, 8) and torch.equal(batch.y[0], expected)
+
+
+@pytest.mark.parametrize("loader", [graph_loader, weight_space_loader])
+def test_editing_targets_follow_the_drawn_view(zoo, loader):
+    """With ``dihedral``, each training INR comes with the target of its moved image: the source
+    digit moved, then edited (the 2x2 erosion does not commute with flips, so moving the edited
+    digit would be wrong), in both views of the split."""
+    from graphnfn import collate
+    from graphnfn.datasets import load_digits
+    from graphnfn.zoo import EditedImages, ImageView
+
+    digits = load_digits().images
+    dataset = loader(zoo, "train", target=editing_target(zoo, "erode"), augment=WeightAugment(dihedral=True)).dataset
+    assert isinstance(dataset.target, EditedImages)
+    views = [ImageView((r, c), swap) for swap in (False, True) for r in (False, True) for c in (False, True)]
+    differs = 0
+    for j, i in enumerate(dataset.indices[:12]):
+        item = dataset[j]
+        target, first = (item.y[0], converters.from_graph(collate([item]))[0]["0.weight"]) \
+            if loader is graph_loader else (item[1], item[0].weights[0][0, 0])
+        # the view drawn: the one whose first layer the item carries
+        view, = [v for v in views if torch.equal(first, v.weights(zoo.state_dict(i)["0.weight"]))]
+        source = digits[zoo.records[i]["image"]]
+        assert torch.equal(target, edit_images(view.image(source), "erode"))
+        differs += not torch.equal(target, view.image(edit_images(source, "erode")))
+    assert differs > 0

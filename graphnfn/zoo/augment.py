@@ -12,11 +12,13 @@ Two are perturbations, as in DWSNets' augmentations: Gaussian noise of
 ``noise`` times each tensor's standard deviation, and (inverted) dropout of
 single weights and biases with probability ``dropout``.
 
-One changes the function the way an image augmentation changes an image: ``mirror``
-(INRs of images only) negates, for a random half of the networks, the first layer's weights
-on one input coordinate, W_1[:, c] <- -W_1[:, c], so that the INR draws its image mirrored
-along that axis: f(..., -x_c, ...). An exact edit of the function, for targets a mirror
-leaves alone (the class of a garment).
+Two change the function the way an image augmentation changes an image (INRs of images
+only): an :class:`ImageView` of the coordinates, f'(x) = f(S x) with S a signed permutation,
+is W_1 <- W_1 S, exact. ``mirror`` negates, for a random half of the networks, one
+coordinate's column, W_1[:, c] <- -W_1[:, c], so the INR draws its image mirrored along that
+axis; ``dihedral`` draws one of the 8 symmetries of a square image (flips of either axis, and
+a transposition: W_1's two columns swapped). A target drawn on the same grid (an edited image)
+must be moved the same way (:meth:`ImageView.image`); a class label stays.
 """
 from __future__ import annotations
 
@@ -60,31 +62,76 @@ def chain_layers(module: nn.Module) -> list[tuple[str, bool]]:
 
 
 @dataclass(frozen=True)
+class ImageView:
+    """An exact change of the image an INR draws on a grid symmetric about 0: f'(x) = f(S x),
+    where S negates the coordinates k with ``flip[k]`` after exchanging the two coordinates
+    if ``swap`` (2-D inputs only). On the network, W_1 <- W_1 S; on the image, the same pixels
+    moved (a flip along axis k is x_k -> -x_k, a swap the transposition)."""
+
+    flip: tuple[bool, ...]
+    swap: bool = False
+
+    def weights(self, w: Tensor) -> Tensor:
+        """The first layer's weight [n, d] of the network that draws the moved image."""
+        w = w * torch.tensor([-1.0 if f else 1.0 for f in self.flip], dtype=w.dtype, device=w.device)
+        return w[:, [1, 0]] if self.swap else w
+
+    def image(self, image: Tensor) -> Tensor:
+        """An image [..., R, R] (d trailing grid axes, in coordinate order) moved as the INR's is."""
+        dims = [k - len(self.flip) for k, f in enumerate(self.flip) if f]
+        image = image.flip(dims) if dims else image
+        return image.transpose(-1, -2) if self.swap else image
+
+
+@dataclass(frozen=True)
 class WeightAugment:
     """Random weight-space augmentation of a chain network's state_dict.
 
     ``augment(module, state_dict, gen)`` returns a new state_dict; ``module``
-    only tells the layer order and activations."""
+    only tells the layer order and activations. :meth:`apply` also returns the
+    :class:`ImageView` drawn (``mirror`` / ``dihedral``), for targets that must follow it."""
 
     permute: bool = False
     sign_flip: bool = False
     noise: float = 0.0
     dropout: float = 0.0
     mirror: int | None = None  # the input coordinate to mirror (INRs on (row, column) grids: 1, left-right)
+    dihedral: bool = False  # any of the 8 symmetries of a square image (2-D coordinates)
+
+    def __post_init__(self):
+        if self.mirror is not None and self.dihedral:
+            raise ValueError("WeightAugment: dihedral already includes every mirror; give one of mirror and dihedral")
 
     def __call__(self, module: nn.Module, state: Mapping[str, Tensor],
                  gen: torch.Generator | None = None) -> dict[str, Tensor]:
+        return self.apply(module, state, gen)[0]
+
+    def draw_view(self, inputs: int, gen: torch.Generator | None = None) -> ImageView | None:
+        """The image view for a network of ``inputs`` coordinates; None: drawn as it is."""
+        if self.dihedral:
+            swap, *flip = (torch.randint(0, 2, (3,), generator=gen) == 1).tolist()
+            return ImageView(tuple(flip), swap)
+        if self.mirror is not None and torch.rand((), generator=gen) < 0.5:
+            return ImageView(tuple(k == self.mirror for k in range(inputs)))
+        return None
+
+    def apply(self, module: nn.Module, state: Mapping[str, Tensor],
+              gen: torch.Generator | None = None) -> tuple[dict[str, Tensor], ImageView | None]:
+        """(the augmented state_dict, the :class:`ImageView` drawn or None)."""
         layers = chain_layers(module)
         out = dict(state)
-        if self.mirror is not None:
+        view = None
+        if self.mirror is not None or self.dihedral:
             first = f"{layers[0][0]}.weight"
-            if out[first].dim() != 2 or not 0 <= self.mirror < out[first].size(1):
-                raise TypeError(f"weight augmentation: mirror={self.mirror} needs a first Linear layer that reads "
-                                f"coordinates (an INR); {first} has shape {tuple(out[first].shape)}")
-            if torch.rand((), generator=gen) < 0.5:
-                w = out[first].clone()
-                w[:, self.mirror] = -w[:, self.mirror]
-                out[first] = w
+            shape = tuple(out[first].shape)
+            need = "two coordinates" if self.dihedral else f"coordinate {self.mirror}"
+            if len(shape) != 2 or (shape[1] != 2 if self.dihedral else not 0 <= self.mirror < shape[1]):
+                raise TypeError(f"weight augmentation: {'dihedral' if self.dihedral else f'mirror={self.mirror}'} "
+                                f"needs a first Linear layer that reads {need} (an INR of an image); "
+                                f"{first} has shape {shape}")
+            view = self.draw_view(shape[1], gen)
+            if view is not None:
+                out[first] = view.weights(out[first])
         for (name, odd), (nxt, _) in zip(layers[:-1], layers[1:]):
             w, b, w_next = f"{name}.weight", f"{name}.bias", f"{nxt}.weight"
             n = out[w].size(0)
@@ -109,4 +156,4 @@ class WeightAugment:
                 keep = (torch.rand(value.shape, generator=gen) >= self.dropout).to(value.dtype)
                 value = value * keep / (1 - self.dropout)
             out[key] = value
-        return out
+        return out, view

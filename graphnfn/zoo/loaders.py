@@ -25,7 +25,7 @@ import converters
 from graphnfn.graph import NeuralGraph, collate
 from graphnfn.paramshare import AttentionWeightSpace, WeightSpace, concat
 
-from .augment import WeightAugment
+from .augment import ImageView, WeightAugment
 from .editing import edit_images
 from .source import Zoo, ZooSource, record_value
 from .templates import ConversionTemplates
@@ -48,15 +48,24 @@ class _ZooItems(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _target(self, i: int) -> Tensor:
+    def _target(self, i: int, view: ImageView | None = None) -> Tensor:
         record = self.source.records[i]
-        value = self.target(record) if callable(self.target) else record_value(record, self.target)
-        return torch.as_tensor(value)
+        if not callable(self.target):
+            return torch.as_tensor(record_value(record, self.target))
+        moves = view is not None and getattr(self.target, "moves_with_view", False)
+        return torch.as_tensor(self.target(record, view) if moves else self.target(record))
 
-    def _converted(self, i: int, templates: ConversionTemplates):
-        """Entry i converted (one full conversion per architecture: :mod:`.templates`)."""
+    def _item(self, i: int, templates: ConversionTemplates):
+        """(entry i converted, its target). One full conversion per architecture
+        (:mod:`.templates`). A target that declares ``moves_with_view`` (:class:`EditedImages`)
+        is computed for the :class:`~graphnfn.zoo.augment.ImageView` the augmentation drew;
+        any other (a label, an accuracy) stays."""
         # a fresh module per item: converters may hand out views of its parameters
-        return templates(self.source.arch_key(i), self.source.module(i, self.augment))
+        module, view = self.source.module(i), None
+        if self.augment is not None:
+            state, view = self.augment.apply(module, module.state_dict())
+            module.load_state_dict(state)
+        return templates(self.source.arch_key(i), module), self._target(i, view)
 
 
 class GraphZooDataset(_ZooItems):
@@ -66,8 +75,8 @@ class GraphZooDataset(_ZooItems):
 
     def __getitem__(self, j: int) -> NeuralGraph:
         i = self.indices[j]
-        g = self._converted(i, self.templates)
-        g.y = self._target(i).unsqueeze(0)
+        g, target = self._item(i, self.templates)
+        g.y = target.unsqueeze(0)
         g.zoo_entry = torch.tensor([i])  # position in the source (not named *index*: PyG would offset it)
         return g
 
@@ -81,7 +90,7 @@ class WeightSpaceZooDataset(_ZooItems):
     def __getitem__(self, j: int) -> tuple[WeightSpace | AttentionWeightSpace, Tensor]:
         i = self.indices[j]
         vit = self.source.records[i]["arch"]["name"] == "vit"
-        return self._converted(i, self.attention_templates if vit else self.templates), self._target(i)
+        return self._item(i, self.attention_templates if vit else self.templates)
 
 
 def collate_weight_spaces(items: Sequence[tuple[WeightSpace | AttentionWeightSpace, Tensor]]):
@@ -111,25 +120,45 @@ def weight_space_loader(source: ZooSource, split: str | None = None, batch_size:
                       collate_fn=collate_weight_spaces, **kwargs)
 
 
-def editing_target(zoo: Zoo, edit: str, data_dir: str | None = None) -> Callable[[dict], Tensor]:
+class EditedImages:
     """A ``target`` for the loaders: the edited source image of a SIREN zoo entry,
-    [1, R, R] in [0, 1] at the zoo's resolution (computed once, on first use)."""
-    from graphnfn.datasets import load_dataset
+    [1, R, R] in [0, 1] at the zoo's resolution (the data set is read once, on first use).
 
-    if zoo.config.get("kind") != "siren":
-        raise ValueError(f"{zoo.root}: editing targets need a SIREN zoo, this is a {zoo.config.get('kind')!r} zoo")
-    if zoo.config.get("dataset") is None:  # the published INR zoos ship without their source images
-        raise ValueError(f"{zoo.root}: editing targets need the zoo's source images, and this zoo names no data set")
-    cache: dict[str, Tensor] = {}
+    ``target(record, view)``: the source image moved by the
+    :class:`~graphnfn.zoo.augment.ImageView` first, then edited, which is what the moved INR
+    should draw (moving the edited image instead would be wrong for an edit whose window is
+    not symmetric, such as the 2x2 erosion)."""
 
-    def target(record: dict) -> Tensor:
-        if "images" not in cache:
-            data = load_dataset(zoo.config["dataset"], data_dir)
-            res = zoo.config["hparams"]["resolution"]
-            images = data.images
+    moves_with_view = True
+
+    def __init__(self, zoo: Zoo, edit: str, data_dir: str | None = None):
+        if zoo.config.get("kind") != "siren":
+            raise ValueError(f"{zoo.root}: editing targets need a SIREN zoo, this is a {zoo.config.get('kind')!r} zoo")
+        if zoo.config.get("dataset") is None:  # the published INR zoos ship without their source images
+            raise ValueError(f"{zoo.root}: editing targets need the zoo's source images, and this zoo names no data set")
+        self.zoo, self.edit, self.data_dir = zoo, edit, data_dir
+        self._images: Tensor | None = None
+        self._edited: Tensor | None = None
+
+    def _sources(self) -> Tensor:
+        if self._images is None:
+            from graphnfn.datasets import load_dataset
+
+            images = load_dataset(self.zoo.config["dataset"], self.data_dir).images
+            res = self.zoo.config["hparams"]["resolution"]
             if images.size(-1) != res:
                 images = F.interpolate(images, size=(res, res), mode="bilinear", align_corners=True)
-            cache["images"] = edit_images(images, edit)
-        return cache["images"][record["image"]]
+            self._images = images
+        return self._images
 
-    return target
+    def __call__(self, record: dict, view: ImageView | None = None) -> Tensor:
+        if view is not None:
+            return edit_images(view.image(self._sources()[record["image"]]), self.edit)
+        if self._edited is None:
+            self._edited = edit_images(self._sources(), self.edit)
+        return self._edited[record["image"]]
+
+
+def editing_target(zoo: Zoo, edit: str, data_dir: str | None = None) -> EditedImages:
+    """The loaders' ``target`` for editing ``zoo``'s INRs with ``edit`` (:class:`EditedImages`)."""
+    return EditedImages(zoo, edit, data_dir)

@@ -80,9 +80,9 @@ def permute_hidden(params: Sequence[Tensor], seeds: Sequence[int]) -> list[Tenso
     return [t for pair in zip(weights, biases) for t in pair]
 
 
-def coordinate_grid(resolution: int, device: torch.device | str = "cpu") -> Tensor:
+def coordinate_grid(resolution: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
     """Pixel coordinates [R*R, 2] in [-1, 1], row-major, (row, column) order (as NFN's get_mgrid)."""
-    axis = torch.linspace(-1.0, 1.0, resolution, device=device)
+    axis = torch.linspace(-1.0, 1.0, resolution, device=device, dtype=dtype)
     return torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
 
 

@@ -43,12 +43,10 @@ class ZooSource:
         """A module of entry i's architecture, cached per architecture: read its structure, never its weights."""
         return _skeleton(self.arch_key(i))
 
-    def module(self, i: int, augment: Callable | None = None) -> nn.Module:
-        """Entry i as a fresh module holding its weights, passed through
-        ``augment(module, state_dict)`` (a :class:`~graphnfn.zoo.augment.WeightAugment`) if given."""
+    def module(self, i: int) -> nn.Module:
+        """Entry i as a fresh module holding its weights."""
         module = build_module(self.records[i]["arch"])
-        state = self.state_dict(i)
-        module.load_state_dict(augment(module, state) if augment is not None else state)
+        module.load_state_dict(self.state_dict(i))
         return module
 
 
