@@ -33,7 +33,7 @@ from .config import weight_augment
 
 #: the config keys that shape a model (graphnfn.registry.build's options)
 MODEL_KEYS = ("d_hidden", "n_layers", "heads", "fourier", "positional", "layer_embedding", "symmetry", "zero_output",
-              "edit_scale", "pool", "recompute", "tensor_stats", "dropout")
+              "edit_scale", "pool", "recompute", "tensor_stats", "dropout", "edge_product")
 
 
 def ensure_zoo(cfg: dict, kind: str, options: dict, make) -> ZooSource:

@@ -53,6 +53,7 @@ def shared_config():
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
     augment = None  # redraw the training networks every pass, under weight symmetries or mirrored: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR tasks: half the INRs drawn mirrored left-right), "dihedral" (INR tasks: each INR drawn flipped, transposed or rotated, one of the 8 symmetries of the square; an editing target moves along), combined with "+"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
+    edge_product = 0  # editing, pna and transformer: the edge readout adds a bilinear term of each edge's two end states of this rank (0: none)
     edit_scale = 0.01  # editing: edits are multiplied by learned scales starting here (per tensor / layer depth; None: off)
     zoo_seed = 0  # the default zoo's seed
     zoo_limit = None  # entries in the default zoo (None: the recipe's)
@@ -109,9 +110,25 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
         raise ValueError(f"augment={cfg['augment']} moves the image an INR draws: INR tasks only, "
                          f"not {task}'s {TASKS[task].zoo_kind} networks")
     check_tensor_stats(cfg.get("tensor_stats", False))
+    check_edge_product(cfg.get("edge_product", 0), task, models)
     check_dropout(cfg.get("dropout", 0.0))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
+
+
+def check_edge_product(rank, task: str, models: list[str]) -> None:
+    """ValueError unless ``edge_product`` is a rank >= 0 that only editing's pna/transformer rows use."""
+    from graphnfn.registry import PROBE_MLP, SIGN_GNN
+    from experiments.tasks import TASKS
+
+    if not rank:
+        return
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"edge_product must be a rank >= 0 (0: none), got {rank!r}")
+    if TASKS[task].readout != "equivariant":
+        raise ValueError(f"edge_product is a term of the equivariant (editing) readout, not of {task}")
+    for model in set(models) & {SIGN_GNN, PROBE_MLP}:
+        raise ValueError(f"edge_product: {model} has no such term; leave it out of models or set edge_product=0")
 
 
 #: the ``augment`` key's names, as WeightAugment's fields and values: two symmetries, and two moves

@@ -12,7 +12,7 @@ from .features import EdgeEncoder, NodeEncoder, ProbeFeatures
 from .graph import NODE_COL, WEIGHT_COL, NeuralGraph
 from .nn import EdgePNAConv, SparseRelationalAttention
 from .nn.aggregate import scatter_max
-from .nn.blocks import mlp
+from .nn.blocks import EdgeProduct, mlp
 from .readouts import readout_name
 from .statistics import TensorStatistics, kernel_mask
 
@@ -71,6 +71,8 @@ class GraphNFN(nn.Module):
             tensors, next to the pooled states (0: none); with ``symmetry``, of the canonical form.
         stats_fourier: those statistics are of each value's Gaussian Fourier features (this many
             frequencies, ``fourier_sigma``; 0: of the values), as ``stat`` reads them.
+        edge_product: the equivariant readout adds a bilinear term of each edge's two end
+            states of this rank (:class:`graphnfn.nn.blocks.EdgeProduct`); 0: none.
     """
 
     def __init__(self, d_out: int, backbone: str = "pna", readout: str = "invariant", d_hidden: int = 64,
@@ -79,7 +81,8 @@ class GraphNFN(nn.Module):
                  probe: ProbeFeatures | None = None, symmetry: str | None = None, max_kernel: int = 9,
                  max_positions: int = 1024, zero_output: bool = False, edit_scale: float | None = None,
                  edge_chunk_values: int = 2**24, pool: str = "graph", pool_depths: int = 8,
-                 recompute: bool | None = None, tensor_stats: int = 0, stats_fourier: int = 0):
+                 recompute: bool | None = None, tensor_stats: int = 0, stats_fourier: int = 0,
+                 edge_product: int = 0):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
@@ -88,6 +91,8 @@ class GraphNFN(nn.Module):
             raise ValueError(f"symmetry must be None, 'sign' or 'scale', got {symmetry!r}")
         if tensor_stats and readout != "invariant":
             raise ValueError(f"tensor_stats feeds the invariant readout only, got readout={readout!r}")
+        if edge_product and readout != "equivariant":
+            raise ValueError(f"edge_product is a term of the equivariant readout only, got readout={readout!r}")
         self.backbone, self.readout, self.symmetry = backbone, readout, symmetry
         self.pooling = GraphPool(pool, pool_depths, tensor_stats, stats_fourier, fourier_sigma)
         self.nodes = NodeEncoder(d_hidden, fourier, fourier_sigma, positional, layer_embedding, probe, max_positions)
@@ -102,10 +107,12 @@ class GraphNFN(nn.Module):
         self.head = mlp(d_read, d_out, 2 * d_hidden)
         # equivariant readout: a second head edits the biases (see edit())
         self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "equivariant" else None
+        self.edge_product = EdgeProduct(d_hidden, edge_product, d_out) if edge_product else None
         if zero_output:
-            for head in filter(None, (self.head, self.bias_head)):
-                for param in head[-1].parameters():
-                    nn.init.zeros_(param)
+            outputs = [self.head[-1], *(self.bias_head[-1:] if self.bias_head is not None else ()),
+                       *([self.edge_product.out] if self.edge_product is not None else ())]
+            for param in (p for layer in outputs for p in layer.parameters()):
+                nn.init.zeros_(param)
         self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
 
     def inputs(self, data: NeuralGraph | Batch) -> tuple[Tensor, Tensor]:
@@ -137,12 +144,17 @@ class GraphNFN(nn.Module):
         """data: a NeuralGraph or a Batch of them (``graphnfn.collate`` or a PyG DataLoader)."""
         inputs = self.inputs(data)
         h, e, batch, num_graphs = self.encode(data, inputs)
-        src, dst = data.edge_index
         if self.readout == "node":
             return self.head(h)
         if self.readout == "equivariant":
-            return self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
+            return self.edge_outputs(h, e, data.edge_index)
         return self.head(self.pooling(h, e, data, batch, num_graphs, inputs))
+
+    def edge_outputs(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
+        """The equivariant readout: [E, d_out] from the final node states h [N, d] and edge states e [E, d]."""
+        src, dst = edge_index
+        out = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
+        return out if self.edge_product is None else out + self.edge_product(h, edge_index)
 
     def edit(self, data: NeuralGraph | Batch) -> NeuralGraph | Batch:
         """The edited networks (``readout="equivariant"``): the edge head's [E, d_out]
@@ -151,9 +163,8 @@ class GraphNFN(nn.Module):
         if self.readout != "equivariant":
             raise ValueError("edit() needs a model built with readout='equivariant'")
         h, e, _, _ = self.encode(data)
-        src, dst = data.edge_index
-        delta = self.head(torch.cat([h.index_select(0, src), h.index_select(0, dst), e], -1))
-        return apply_edge_delta(data, delta, self.bias_head(h).squeeze(-1), self.edit_scale)
+        return apply_edge_delta(data, self.edge_outputs(h, e, data.edge_index), self.bias_head(h).squeeze(-1),
+                                self.edit_scale)
 
 
 def graph_index(data: NeuralGraph | Batch) -> tuple[Tensor, int]:

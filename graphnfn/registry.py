@@ -76,7 +76,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
           probe_inputs: Tensor | None = None, symmetry: str | None = None, zero_output: bool = False,
           edit_scale: float | None = None, pool: str = "graph", recompute: bool | None = None,
           tensor_stats: bool | str = False, dropout: float = 0.0, probe_act_param: float | None = None,
-          input_scales: dict | None = None) -> nn.Module:
+          input_scales: dict | None = None, edge_product: int = 0) -> nn.Module:
     """The model ``name`` for inputs like ``sample`` (a graph batch, or a weight space whose
     ``spec`` fixes a parameter-sharing model's shapes and group).
 
@@ -102,7 +102,9 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
     ``dropout``: a regulariser of both families, at training time only: the graph models drop
     entries of every layer's node and edge update, the parameter-sharing models (and ``stat``,
     ``flat-mlp``, ``probe-mlp``) the hidden units of their MLP head, which of their equivariant
-    readouts only ``flat-mlp``'s has.
+    readouts only ``flat-mlp``'s has. ``edge_product``: ``pna`` and ``transformer``'s equivariant
+    readout adds a bilinear term of each edge's two end states of this rank
+    (:class:`graphnfn.nn.blocks.EdgeProduct`; 0: none).
     """
     check_dropout(dropout)
     readout = readout_name(readout, READOUTS)
@@ -121,6 +123,8 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
             model = ProbeMLP(d_out, probe, d_hidden=4 * d_hidden, dropout=dropout)
             model.encoding = f"outputs at {model.probe.n_probes} probes"
             return model
+        if edge_product and name in (SIGN_GNN, PROBE_MLP):
+            raise ValueError(f"edge_product is a term of pna and transformer's equivariant readout; {name} has none")
         if name == SIGN_GNN:
             model = SignGNN(d_out, readout=readout, d_hidden=d_hidden, n_layers=n_layers, dropout=dropout,
                             fourier=fourier, positional=positional, layer_embedding=layer_embedding, probe=probe,
@@ -133,7 +137,7 @@ def build(name: str, sample, d_out: int, readout: str = "invariant", d_hidden: i
                              d_hidden=d_hidden, n_layers=n_layers, heads=heads, dropout=dropout, fourier=fourier,
                              positional=positional, layer_embedding=layer_embedding, probe=probe, symmetry=symmetry,
                              zero_output=zero_output, edit_scale=edit_scale, pool=pool, recompute=recompute,
-                             tensor_stats=slots, stats_fourier=stats_fourier)
+                             tensor_stats=slots, stats_fourier=stats_fourier, edge_product=edge_product)
             encoding = f"fourier{fourier}" if fourier else "raw"
         # tables name every input a row read: probe features are computed from the weights, but are more than them
         model.encoding = encoding + (f" + activations at {probe.n_probes} probes" if probe is not None else "")

@@ -124,20 +124,24 @@ def test_augmentations_redraw_the_training_inrs_and_move_only_the_images_they_mo
                                    ((task.identity(reference) - y0) ** 2).mean((1, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("module, model, metric", [
-    ("cnn_generalization", "nfn-hnp", "tau"),
-    ("inr_editing", "transformer", "mse"),
+@pytest.mark.parametrize("module, model, metric, options", [
+    ("cnn_generalization", "nfn-hnp", "tau", {}),
+    ("inr_editing", "transformer", "mse", {"edge_product": 2}),
 ])
-def test_task_experiments_record_metrics_and_checkpoint(tmp_path, module, model, metric):
+def test_task_experiments_record_metrics_and_checkpoint(tmp_path, module, model, metric, options):
     ex = __import__(f"experiments.{module}", fromlist=["ex"]).ex
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     tiny = SIREN_TINY if module.startswith("inr") else {**TINY, "zoo_networks": 12, "zoo_epochs": 2}
-    run = ex.run(config_updates={**tiny, "zoo_root": str(tmp_path / "zoos"), "model": model})
+    run = ex.run(config_updates={**tiny, "zoo_root": str(tmp_path / "zoos"), "model": model, **options})
     summary = run.info["summary"]
     assert run.status == "COMPLETED" and run.result == summary["test"][metric]
     folder = tmp_path / "runs" / str(run._id)
     assert any(p.name.startswith("best-") for p in folder.iterdir())
     assert summary["parameters"] > 0 and summary["train_seconds"] > 0
+    if options.get("edge_product"):  # the trained model, rebuilt from its card, has the term
+        from graphnfn import load_model
+
+        assert load_model(folder).module.edge_product.src.out_features == options["edge_product"]
 
 
 def test_compare_checks_every_name_before_training(tmp_path):
@@ -150,7 +154,11 @@ def test_compare_checks_every_name_before_training(tmp_path):
                             ({"augment": "permute+scale"}, r"augment='permute\+scale': \['scale'\] is not one of"),
                             ({"augment": "dihedral", "task": "cnn_generalization", "models": ["stat"]},
                              "augment=dihedral moves the image an INR draws: INR tasks only"),
-                            ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0")):
+                            ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+                            ({"edge_product": 4}, r"edge_product is a term of the equivariant \(editing\) readout"),
+                            ({"edge_product": -1, "task": "inr_editing", "models": ["pna"]}, "edge_product must be a rank >= 0"),
+                            ({"edge_product": 4, "task": "inr_editing", "models": ["pna", "sign-gnn"]},
+                             "edge_product: sign-gnn has no such term")):
         with pytest.raises(ValueError, match=message):
             ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "seeds": [0], **update})
     assert not (tmp_path / "zoos").exists(), "every bad name must be refused before a zoo is made"

@@ -284,6 +284,36 @@ def test_edit_is_equivariant_and_differentiable():
         model_for("pna", "invariant").edit(g1)
 
 
+@settings(max_examples=6, deadline=None)
+@given(mlps(max_width=5), st.integers(0, 2**16))
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_edge_product_adds_a_bilinear_term_and_keeps_the_edit_equivariant(backbone, model, seed):
+    """``edge_product=r``: the equivariant readout is the MLP head's output plus
+    W_o[(U h_i) * (V h_j)] of each edge's end states; outputs and edits still move with
+    relabelled hidden neurons (float64, probe features on, random MLPs)."""
+    g1, g2, nodes, edges = graphs_of(model, seed)
+    torch.manual_seed(seed)
+    net = GraphNFN(g1.kernel_width, backbone=backbone, readout="equivariant", d_hidden=16, n_layers=2, heads=2,
+                   fourier=4, probe=ProbeFeatures(4, 6), edge_product=5).double().eval()
+    check_equivariance(net, g1, g2, nodes, edges)
+    h, e, _, _ = net.encode(g1)
+    src, dst = g1.edge_index
+    product = (h[src] @ net.edge_product.src.weight.T) * (h[dst] @ net.edge_product.dst.weight.T)
+    torch.testing.assert_close(net(g1) - net.head(torch.cat([h[src], h[dst], e], -1)),
+                               product @ net.edge_product.out.weight.T, rtol=1e-9, atol=1e-9)
+    e1, e2 = net.edit(g1), net.edit(g2)
+    torch.testing.assert_close(e2.edge_attr[edges], e1.edge_attr, rtol=1e-9, atol=1e-9)
+
+
+def test_edge_product_options():
+    """zero_output zeroes its output layer too (edits start as the identity); other readouts refuse it."""
+    net = GraphNFN(1, readout="equivariant", d_hidden=8, n_layers=1, zero_output=True, edge_product=3)
+    assert not net.edge_product.out.weight.any() and net.edge_product.src.weight.any()
+    assert GraphNFN(1, readout="equivariant", d_hidden=8, n_layers=1).edge_product is None
+    with pytest.raises(ValueError, match="edge_product is a term of the equivariant readout only"):
+        GraphNFN(1, readout="invariant", d_hidden=8, n_layers=1, edge_product=3)
+
+
 @pytest.mark.parametrize("backbone", GRAPH_MODELS)
 def test_edit_scale_scales_each_depth_and_keeps_the_edit_equivariant(backbone):
     """edit_scale: the deltas of the same model without it, times the learned scale of each

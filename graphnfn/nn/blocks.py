@@ -35,6 +35,26 @@ class EdgeMLP(nn.Module):
         return self.out(nn.functional.silu(torch.addmm(ends, e, self.edge.weight.t())))
 
 
+class EdgeProduct(nn.Module):
+    """A rank-``rank`` bilinear form of each edge's two end states, per output:
+    out_ij = W_o [(U h_i) * (V h_j)]. An MLP of [h_i, h_j] adds a function of each end and
+    mixes the two only through its nonlinearity; a weight edit is often a product of the
+    two ends (with probe features a gradient step on a weight is the source's activations
+    times the target's error, summed over the probes), which this term writes directly.
+    Per edge, so a readout that adds it stays equivariant to relabelling neurons.
+
+    h [N, d], edge_index [2, E] -> [E, d_out].
+    """
+
+    def __init__(self, d: int, rank: int, d_out: int):
+        super().__init__()
+        self.src, self.dst = nn.Linear(d, rank, bias=False), nn.Linear(d, rank, bias=False)
+        self.out = nn.Linear(rank, d_out, bias=False)
+
+    def forward(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        return self.out(self.src(h).index_select(0, edge_index[0]) * self.dst(h).index_select(0, edge_index[1]))
+
+
 def reset_children(module: nn.Module) -> None:
     """Re-initialise every parameter below ``module`` (what a layer's ``reset_parameters`` does)."""
     for child in module.children():
