@@ -127,8 +127,9 @@ def check_edge_product(rank, task: str, models: list[str]) -> None:
         raise ValueError(f"edge_product must be a rank >= 0 (0: none), got {rank!r}")
     if TASKS[task].readout != "equivariant":
         raise ValueError(f"edge_product is a term of the equivariant (editing) readout, not of {task}")
-    for model in set(models) & {SIGN_GNN, PROBE_MLP}:
-        raise ValueError(f"edge_product: {model} has no such term; leave it out of models or set edge_product=0")
+    refused = sorted(set(models) & {SIGN_GNN, PROBE_MLP})
+    if refused:
+        raise ValueError(f"edge_product: {refused[0]} has no such term; leave it out of models or set edge_product=0")
 
 
 #: the ``augment`` key's names, as WeightAugment's fields and values: two symmetries, and two moves

@@ -109,8 +109,11 @@ class GraphNFN(nn.Module):
         self.bias_head = mlp(d_hidden, 1, 2 * d_hidden) if readout == "equivariant" else None
         self.edge_product = EdgeProduct(d_hidden, edge_product, d_out) if edge_product else None
         if zero_output:
-            outputs = [self.head[-1], *(self.bias_head[-1:] if self.bias_head is not None else ()),
-                       *([self.edge_product.out] if self.edge_product is not None else ())]
+            outputs = [self.head[-1]]
+            if self.bias_head is not None:
+                outputs.append(self.bias_head[-1])
+            if self.edge_product is not None:
+                outputs.append(self.edge_product.out)
             for param in (p for layer in outputs for p in layer.parameters()):
                 nn.init.zeros_(param)
         self.edit_scale = EditScale(edit_scale) if edit_scale and readout == "equivariant" else None
