@@ -156,7 +156,8 @@ def test_compare_checks_every_name_before_training(tmp_path):
                              "augment=dihedral moves the image an INR draws: INR tasks only"),
                             ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
                             ({"edge_product": 4}, r"edge_product is a term of the equivariant \(editing\) readout"),
-                            ({"edge_product": -1, "task": "inr_editing", "models": ["pna"]}, "edge_product must be a rank >= 0"),
+                            ({"edge_product": -1, "task": "inr_editing", "models": ["pna"]},
+                             "edge_product must be a rank >= 0"),
                             ({"edge_product": 4, "task": "inr_editing", "models": ["pna", "sign-gnn"]},
                              "edge_product: sign-gnn has no such term")):
         with pytest.raises(ValueError, match=message):

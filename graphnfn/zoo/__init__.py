@@ -23,5 +23,6 @@ __all__ = [
     "make_siren_zoo", "make_classifier_zoo", "SirenRecipe", "siren_recipe", "SirenFit", "fit_sirens", "make_siren", "make_cnn", "make_vit", "ViT",
     "render", "coordinate_grid", "build_module", "Zoo", "ZooSource", "ZooStoreError", "SmallCNNZoo",
     "DWSNetsINRZoo", "NFNSirenZoo", "open_zoo", "GraphZooDataset", "WeightSpaceZooDataset", "graph_loader",
-    "weight_space_loader", "collate_weight_spaces", "editing_target", "EditedImages", "WeightAugment", "ImageView", "EDITS", "edit_images",
+    "weight_space_loader", "collate_weight_spaces", "editing_target", "EditedImages", "WeightAugment", "ImageView",
+    "EDITS", "edit_images",
 ]

@@ -17,8 +17,9 @@ only): an :class:`ImageView` of the coordinates, f'(x) = f(S x) with S a signed 
 is W_1 <- W_1 S, exact. ``mirror`` negates, for a random half of the networks, one
 coordinate's column, W_1[:, c] <- -W_1[:, c], so the INR draws its image mirrored along that
 axis; ``dihedral`` draws one of the 8 symmetries of a square image (flips of either axis, and
-a transposition: W_1's two columns swapped). A target drawn on the same grid (an edited image)
-must be moved the same way (:meth:`ImageView.image`); a class label stays.
+a transposition: W_1's two columns swapped). A target drawn on the same grid must follow
+(an editing target is the source image moved by :meth:`ImageView.image`, then edited:
+:class:`graphnfn.zoo.loaders.EditedImages`); a class label stays.
 """
 from __future__ import annotations
 

@@ -135,7 +135,8 @@ class EditedImages:
         if zoo.config.get("kind") != "siren":
             raise ValueError(f"{zoo.root}: editing targets need a SIREN zoo, this is a {zoo.config.get('kind')!r} zoo")
         if zoo.config.get("dataset") is None:  # the published INR zoos ship without their source images
-            raise ValueError(f"{zoo.root}: editing targets need the zoo's source images, and this zoo names no data set")
+            raise ValueError(f"{zoo.root}: editing targets need the zoo's source images, and this zoo names "
+                             "no data set")
         self.zoo, self.edit, self.data_dir = zoo, edit, data_dir
         self._images: Tensor | None = None
         self._edited: Tensor | None = None
