@@ -177,14 +177,16 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
 
 #: what each baseline that learns nothing reads
 REFERENCE_ENCODINGS = {"align-linear": "raw (aligned)", "no-edit": "the INR's own image",
-                       "mean-target": "no input: the train split's mean target"}
+                       "mean-target": "no input: the train split's mean target",
+                       "refit-output": "raw: the output layer refit to the edit of the INR's own image"}
 
 
 def fit_reference(name: str, loaders: dict, task: Task) -> FitResult:
     """A baseline that learns nothing (``registry.learns``), on weight-space loaders, reported
     like a trained model (no steps, no state): ``align-linear`` (neuron matching + a linear
     model, its regularisation chosen on val), ``no-edit`` (the task's ``identity``: each INR's
-    own image) or ``mean-target`` (the train split's mean target for every input)."""
+    own image), ``mean-target`` (the train split's mean target for every input) or ``refit-output``
+    (the task's ``solver``: editing's output layer refit by least squares)."""
     start = time.perf_counter()
     if name == "align-linear":
         kind = {"classification": "classification", "regression": "regression"}.get(task.name)
@@ -196,6 +198,10 @@ def fit_reference(name: str, loaders: dict, task: Task) -> FitResult:
         if task.identity is None:
             raise ValueError(f"no-edit: the {task.name} task has no identity prediction (editing has)")
         predict, parameters = task.identity, 0
+    elif name == "refit-output":
+        if task.solver is None:
+            raise ValueError(f"refit-output: the {task.name} task has no solver (editing has)")
+        predict, parameters = task.solver, 0
     elif name == "mean-target":
         ys = torch.cat([split_batch(b)[1] for b in loaders["train"]]).double()
         mean = ys.mean(0)

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 
 from graphnfn.memory import METHODS, PeakMemory
-from graphnfn.registry import learns
+from graphnfn.registry import EDIT_REFERENCES, learns
 from experiments.config import check_config, new_experiment, run_directory
 from experiments.resume import check_same_config, checkpoint_file
 from experiments.tasks import classifier_config, describe_zoo, editing_config, run
@@ -111,15 +111,15 @@ def markdown_table(rows: list[dict], title: str) -> str:
                      f" | {_throughput(r)} | {r['peak_memory_mib']:.0f} | {_mib(r['own_memory_mib'])} |")
     methods = sorted({METHODS[r["memory_method"]] for r in rows})
     lines += ["", "Bold: the best mean; ≈: mean ± std overlaps the best's (not separable with these seeds). "
-              "align-linear, no-edit and mean-target learn nothing (align-linear's regularisation is chosen on "
-              "val). Memory of each (model, seed) "
+              "align-linear and editing's yardsticks (" + ", ".join(EDIT_REFERENCES) + ") learn nothing "
+              "(align-linear's regularisation is chosen on val). Memory of each (model, seed) "
               "pair on its own (zoo, loaders, training, test), of the seed that held the most; peak MiB: "
               + "; ".join(methods) + "; own MiB: that peak less what the process held when the pair began."]
     return "\n".join(lines) + "\n"
 
 
 def _throughput(row: dict) -> str:
-    """Networks per second; none for an editing reference, which reads no weights to speak of."""
+    """Networks per second; none for an editing reference, which takes no training steps."""
     return "-" if row["family"] == "reference" else f"{row['examples_per_second']:.0f}"
 
 
@@ -133,6 +133,12 @@ def _compact(x: float, _pos=None) -> str:
         if abs(x) >= scale:
             return f"{x / scale:g}{suffix}"
     return f"{x:g}"
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend where the plot has labelled points (a table of yardsticks alone has no curves)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _log_x(ax, values: list[float]) -> None:
@@ -176,7 +182,7 @@ def plot(results: list[dict], rows: list[dict], folder: Path, title: str = "") -
         ax.set_xlabel(f"{name} (log scale)")
         ax.set_ylabel(f"test {metric} (mean ± std over seeds)")
         ax.set_title(f"Test {metric} against {name}" + (f"\n{title}" if title else ""), fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
         save(fig, f"{metric}_vs_{key}.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -190,7 +196,7 @@ def plot(results: list[dict], rows: list[dict], folder: Path, title: str = "") -
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"validation {metric} (mean over seeds)")
     ax.set_title("Learning curves" + (f"\n{title}" if title else ""), fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     save(fig, "learning_curves.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -209,7 +215,7 @@ def plot(results: list[dict], rows: list[dict], folder: Path, title: str = "") -
     ax.set_title("Peak memory per model" + (f"\n{title}" if title else ""), fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.set_ylim(0, 1.3 * max(peaks))  # headroom: the legend never covers a bar
-    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    _legend(ax, fontsize=7, loc="upper center", ncol=2)
     save(fig, "peak_memory.png")
     return paths
 

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from sacred import Experiment
 from torch import Tensor, nn
 
-from graphnfn.execute import run_graph
+from graphnfn.execute import run_graph, run_mlp
 from graphnfn.graph import NodeType
 from graphnfn.paramshare import WeightSpace
 from graphnfn.trained import build_from_card
 from graphnfn.training import Task, classification_task, regression_task
-from graphnfn.zoo import Zoo, coordinate_grid, editing_target, make_classifier_zoo, make_siren_zoo, siren_recipe
+from graphnfn.zoo import (Zoo, coordinate_grid, edit_images, editing_target, make_classifier_zoo, make_siren_zoo,
+                          siren_recipe)
 from graphnfn.zoo.siren import siren_forward
 
 from .common import ensure_zoo, learns, make_loaders, model_card, run_task
@@ -61,10 +62,11 @@ def _classifier_zoo(kind: str, cfg: dict) -> Zoo:
         kind, path, dataset=cfg["dataset"], data_dir=cfg["data_dir"], device=cfg["device"], wait=True, **options))
 
 
-def editing_task(resolution: int, w0: float) -> Task:
+def editing_task(resolution: int, w0: float, edit: str) -> Task:
     """Predict the edited INR; the loss is the MSE between the image it draws and
     the edited image ([B, 1, R, R] in [0, 1]). The task's ``identity`` is the image
-    each INR draws unedited (the ``no-edit`` yardstick)."""
+    each INR draws unedited (the ``no-edit`` yardstick); its ``solver`` the
+    ``refit-output`` yardstick (:func:`refit_output`)."""
     coords = coordinate_grid(resolution)
 
     def draw(inputs) -> Tensor:
@@ -86,7 +88,34 @@ def editing_task(resolution: int, w0: float) -> Task:
         return {"mse": F.mse_loss(pred, y).item()}
 
     return Task("editing", lambda p, y: F.mse_loss(p, y.to(p.dtype)), metrics, "mse", higher_is_better=False,
-                predict=predict, identity=draw)
+                predict=predict, identity=draw,
+                solver=lambda inputs: refit_output(inputs, coords, w0, edit_images(draw(inputs).clamp(0, 1), edit)))
+
+
+def refit_output(inputs: WeightSpace, coords: Tensor, w0: float, target: Tensor) -> Tensor:
+    """The ``refit-output`` yardstick of editing: each SIREN keeps its hidden layers, and its
+    output layer (weights and bias) is refit by least squares so that the image it draws
+    matches ``target``, the edit of the image it drew before (computed from its weights alone:
+    no training, no data set). The fit is in float64, per INR, on the P = R*R grid points.
+
+    Args:
+        inputs: a weight space of B SIRENs with one output channel.
+        coords: [P, 2], the grid the images are drawn on (row-major, as ``target``).
+        w0: the SIRENs' frequency factor.
+        target: [B, 1, R, R] in [0, 1].
+    Returns:
+        [B, 1, R, R]: the images the refit INRs draw.
+    """
+    weights = [w[:, 0].double() for w in inputs.weights]
+    biases = [b[:, 0].double() for b in inputs.biases]
+    sines = [lambda h: torch.sin(w0 * h)] * (len(weights) - 1)
+    hidden = run_mlp(coords.to(weights[0]), weights[:-1], biases[:-1], sines)[-1]  # [B, P, n]
+    design = torch.cat([hidden, torch.ones_like(hidden[..., :1])], -1)  # [B, P, n + 1]
+    wanted = (2 * target.double() - 1).reshape(design.size(0), -1, 1)  # the output in the [-1, 1] convention
+    # minimum-norm least squares (SVD), so rank-deficient hidden layers are fine
+    solution = torch.linalg.lstsq(design, wanted, driver="gelsd").solution
+    out = (design @ solution)[..., 0]
+    return ((out + 1) / 2).to(target.dtype).reshape(target.shape)
 
 
 @dataclass
@@ -122,7 +151,8 @@ TASKS = {
     "inr_editing": TaskDef(
         "inr_editing", "siren", "equivariant", lambda zoo: 1,
         lambda cfg, zoo: editing_target(zoo, cfg["edit"], cfg["data_dir"]),
-        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"]), 500,
+        lambda cfg, zoo: editing_task(zoo.config["hparams"]["resolution"], zoo.config["hparams"]["w0"], cfg["edit"]),
+        500,
         editing_config),
     "cnn_generalization": TaskDef(
         "cnn_generalization", "cnn", "invariant", lambda zoo: 1,

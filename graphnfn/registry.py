@@ -11,8 +11,9 @@ Names: the graph models (:data:`GRAPH_MODELS`), the parameter-sharing models of
 loop's job), ``align-linear`` (:class:`graphnfn.paramshare.AlignLinear`, not a module:
 :func:`build` refuses it) and ``probe-mlp`` (:class:`graphnfn.probe_baseline.ProbeMLP`: the
 networks' outputs on the probe inputs, the yardstick of probe features; reads graphs), plus
-editing's two yardsticks (:data:`EDIT_REFERENCES`, fitted on nothing): ``no-edit`` (each INR's
-own image) and ``mean-target`` (the train split's mean edited image for every INR).
+editing's three yardsticks (:data:`EDIT_REFERENCES`, fitted on nothing): ``no-edit`` (each INR's
+own image), ``mean-target`` (the train split's mean edited image for every INR) and
+``refit-output`` (each INR's output layer refit by least squares to the edit of its own image).
 Readouts are named alike for both families: ``"invariant"`` ([B, d_out]) and
 ``"equivariant"`` (per-weight outputs for editing).
 """
@@ -32,7 +33,7 @@ SIGN_GNN = "sign-gnn"
 GRAPH_MODELS = BACKBONES + (SIGN_GNN,)  # GraphNFN is named by its backbone
 PARAMSHARE_MODELS = tuple(paramshare.MODELS)
 PROBE_MLP = "probe-mlp"  # reads graph batches, needs probe inputs
-EDIT_REFERENCES = ("no-edit", "mean-target")  # editing's yardsticks: what learning has to beat
+EDIT_REFERENCES = ("no-edit", "mean-target", "refit-output")  # editing's yardsticks: what learning has to beat
 BASELINES = ("flat-mlp-aug", "align-linear", PROBE_MLP) + EDIT_REFERENCES
 MODELS = GRAPH_MODELS + PARAMSHARE_MODELS + BASELINES
 READOUTS = ("invariant", "equivariant")

@@ -61,7 +61,9 @@ class Task:
     ``loss(pred, y)``; ``metrics(preds, ys)`` over a whole split -> dict;
     ``main``: the metric that picks the best epoch; ``higher_is_better``;
     ``identity(inputs)``: what leaving the inputs as they are predicts, where a task has
-    such a yardstick (editing: each INR's own image).
+    such a yardstick (editing: each INR's own image); ``solver(inputs)``: a prediction
+    computed from each input alone by a fixed rule, no training, where a task has one
+    (editing: the output layer refit by least squares to the edited image).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Task:
     higher_is_better: bool = True
     predict: Callable[[nn.Module, object], Tensor] = field(default=lambda model, inputs: model(inputs))
     identity: Callable[[object], Tensor] | None = None
+    solver: Callable[[object], Tensor] | None = None
 
 
 def classification_task() -> Task:

@@ -6,6 +6,8 @@ import sqlite3
 import pytest
 import torch
 from sacred.observers import FileStorageObserver, SqlObserver
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sacred.utils import ConfigAddedError
 
 TINY = {"quick": True, "steps": 4, "eval_every": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
@@ -56,9 +58,9 @@ def test_editing_references_score_what_they_claim(tmp_path):
 
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
     run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "task": "inr_editing",
-                                 "models": ["stat", "no-edit", "mean-target"], "seeds": [0, 1]})
+                                 "models": ["stat", "no-edit", "mean-target", "refit-output"], "seeds": [0, 1]})
     rows = {r["model"]: r for r in run.info["rows"]}
-    assert rows["no-edit"]["family"] == rows["mean-target"]["family"] == "reference"
+    assert {rows[m]["family"] for m in ("no-edit", "mean-target", "refit-output")} == {"reference"}
     assert rows["no-edit"]["steps"] is None and rows["no-edit"]["std"] == 0.0
     cfg, spec = dict(run.config), TASKS["inr_editing"]
     zoo = _siren_zoo(cfg)
@@ -73,6 +75,9 @@ def test_editing_references_score_what_they_claim(tmp_path):
     assert rows["no-edit"]["mean"] == pytest.approx(torch.mean((drawn - y_test) ** 2).item(), rel=1e-5)
     assert rows["mean-target"]["mean"] == pytest.approx(torch.mean((mean - y_test.double()) ** 2).item(), rel=1e-5)
     assert rows["mean-target"]["mean"] < rows["no-edit"]["mean"]  # the tiny zoo's INRs draw their digits
+    refit = torch.cat([task.solver(split_batch(b)[0]) for b in spaces["test"]])
+    assert rows["refit-output"]["mean"] == pytest.approx(torch.mean((refit - y_test) ** 2).item(), rel=1e-5)
+    assert rows["refit-output"]["mean"] < rows["no-edit"]["mean"]
     table = (tmp_path / "runs" / str(run._id) / "results.md").read_text()
     assert "| no-edit | reference | the INR's own image |" in table
     with pytest.raises(ValueError, match="no-edit is a yardstick of editing"):
@@ -348,3 +353,32 @@ def test_graphnfn_predict_gives_the_models_predictions_for_checkpoint_files(trai
     assert [r["probability"] for r in rows] == pytest.approx(probs.max(1).values.tolist(), abs=1e-5)
     assert cli.main(["predict", str(folder), paths[0], *model]) == 0
     assert capsys.readouterr().out == f"{paths[0]}: class {rows[0]['class']} (probability {rows[0]['probability']:.4f})\n"
+
+
+@settings(max_examples=10, deadline=None)
+@given(widths=st.lists(st.integers(1, 12), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_refit_output_is_the_least_squares_output_layer(widths, seed):
+    """refit-output keeps the hidden layers and fits the output layer: given the INR's own image
+    it draws that image again (its own output layer is an exact fit), and for any other target
+    its residual is orthogonal to every hidden activation and to the constant (the normal
+    equations of least squares), on random SIREN shapes, float64."""
+    import converters
+    from experiments.tasks import refit_output
+    from graphnfn.execute import run_mlp
+    from graphnfn.paramshare import concat
+    from graphnfn.zoo import coordinate_grid, make_siren
+
+    torch.manual_seed(seed)
+    sirens = [make_siren([2, *widths, 1], w0=3.0).double() for _ in range(3)]
+    space = concat([converters.to_weight_space(m) for m in sirens], 0)
+    coords = coordinate_grid(5).double()
+    own = torch.stack([(m(coords)[:, 0] + 1) / 2 for m in sirens]).reshape(3, 1, 5, 5)
+    torch.testing.assert_close(refit_output(space, coords, 3.0, own), own, rtol=0, atol=1e-9)
+    target = torch.rand(3, 1, 5, 5, dtype=torch.float64)
+    image = refit_output(space, coords, 3.0, target)
+    hidden = run_mlp(coords, [w[:, 0] for w in space.weights[:-1]], [b[:, 0] for b in space.biases[:-1]],
+                     [lambda h: torch.sin(3.0 * h)] * len(widths))[-1]
+    design = torch.cat([hidden, torch.ones_like(hidden[..., :1])], -1)
+    residual = (image - target).reshape(3, -1, 1)
+    normal = design.transpose(1, 2) @ residual  # [3, n + 1, 1]
+    torch.testing.assert_close(normal, torch.zeros_like(normal), rtol=0, atol=1e-9)
