@@ -5,9 +5,9 @@ import sqlite3
 
 import pytest
 import torch
-from sacred.observers import FileStorageObserver, SqlObserver
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sacred.observers import FileStorageObserver, SqlObserver
 from sacred.utils import ConfigAddedError
 
 TINY = {"quick": True, "steps": 4, "eval_every": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
