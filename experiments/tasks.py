@@ -112,8 +112,9 @@ def refit_output(inputs: WeightSpace, coords: Tensor, w0: float, target: Tensor)
     hidden = run_mlp(coords.to(weights[0]), weights[:-1], biases[:-1], sines)[-1]  # [B, P, n]
     design = torch.cat([hidden, torch.ones_like(hidden[..., :1])], -1)  # [B, P, n + 1]
     wanted = (2 * target.double() - 1).reshape(design.size(0), -1, 1)  # the output in the [-1, 1] convention
-    # minimum-norm least squares (SVD), so rank-deficient hidden layers are fine
-    solution = torch.linalg.lstsq(design, wanted, driver="gelsd").solution
+    # minimum-norm least squares (SVD): directions of the hidden layer below 1e-8 of its largest
+    # singular value are dropped, so near-collinear units get no huge, rounding-amplified weights
+    solution = torch.linalg.lstsq(design, wanted, rcond=1e-8, driver="gelsd").solution
     out = (design @ solution)[..., 0]
     return ((out + 1) / 2).to(target.dtype).reshape(target.shape)
 

@@ -361,7 +361,7 @@ def test_refit_output_is_the_least_squares_output_layer(widths, seed):
     """refit-output keeps the hidden layers and fits the output layer: given the INR's own image
     it draws that image again (its own output layer is an exact fit), and for any other target
     its residual is orthogonal to every hidden activation and to the constant (the normal
-    equations of least squares), on random SIREN shapes, float64."""
+    equations of least squares), on random SIREN shapes, float64 (to 1e-6: see refit_output)."""
     import converters
     from experiments.tasks import refit_output
     from graphnfn.execute import run_mlp
@@ -373,7 +373,7 @@ def test_refit_output_is_the_least_squares_output_layer(widths, seed):
     space = concat([converters.to_weight_space(m) for m in sirens], 0)
     coords = coordinate_grid(5).double()
     own = torch.stack([(m(coords)[:, 0] + 1) / 2 for m in sirens]).reshape(3, 1, 5, 5)
-    torch.testing.assert_close(refit_output(space, coords, 3.0, own), own, rtol=0, atol=1e-9)
+    torch.testing.assert_close(refit_output(space, coords, 3.0, own), own, rtol=0, atol=1e-6)
     target = torch.rand(3, 1, 5, 5, dtype=torch.float64)
     image = refit_output(space, coords, 3.0, target)
     hidden = run_mlp(coords, [w[:, 0] for w in space.weights[:-1]], [b[:, 0] for b in space.biases[:-1]],
@@ -381,4 +381,5 @@ def test_refit_output_is_the_least_squares_output_layer(widths, seed):
     design = torch.cat([hidden, torch.ones_like(hidden[..., :1])], -1)
     residual = (image - target).reshape(3, -1, 1)
     normal = design.transpose(1, 2) @ residual  # [3, n + 1, 1]
-    torch.testing.assert_close(normal, torch.zeros_like(normal), rtol=0, atol=1e-9)
+    # 1e-6: the solve drops directions below 1e-8 of the largest (near-collinear units after a width-1 layer)
+    torch.testing.assert_close(normal, torch.zeros_like(normal), rtol=0, atol=1e-6)
