@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from sacred import Experiment
 from torch import Tensor, nn
 
-from graphnfn.execute import run_graph, run_mlp
+from graphnfn.execute import run_graph
 from graphnfn.graph import NodeType
 from graphnfn.paramshare import WeightSpace
 from graphnfn.trained import build_from_card
 from graphnfn.training import Task, classification_task, regression_task
 from graphnfn.zoo import (Zoo, coordinate_grid, edit_images, editing_target, make_classifier_zoo, make_siren_zoo,
                           siren_recipe)
-from graphnfn.zoo.siren import siren_forward
+from graphnfn.zoo.siren import siren_forward, siren_layers
 
 from .common import ensure_zoo, learns, make_loaders, model_card, run_task
 from .config import check_config, new_experiment, run_directory
@@ -72,7 +72,7 @@ def editing_task(resolution: int, w0: float, edit: str) -> Task:
     def draw(inputs) -> Tensor:
         """[B, 1, R, R]: the images the INRs of a weight space or a graph batch draw."""
         if isinstance(inputs, WeightSpace):
-            params = [t[:, 0] for pair in zip(inputs.weights, inputs.biases) for t in pair]
+            params = _siren_params(inputs)
             out = siren_forward(params, coords.to(params[0]), w0)[..., 0]
         else:  # a graph batch, drawn by running it on the grid
             h = run_graph(coords.to(inputs.x), inputs.x, inputs.edge_index, inputs.edge_attr, inputs.node_type,
@@ -92,6 +92,11 @@ def editing_task(resolution: int, w0: float, edit: str) -> Task:
                 solver=lambda inputs: refit_output(inputs, coords, w0, edit_images(draw(inputs).clamp(0, 1), edit)))
 
 
+def _siren_params(space: WeightSpace) -> list[Tensor]:
+    """The SIRENs of a one-channel weight space as :func:`siren_forward`'s params."""
+    return [t[:, 0] for pair in zip(space.weights, space.biases) for t in pair]
+
+
 def refit_output(inputs: WeightSpace, coords: Tensor, w0: float, target: Tensor) -> Tensor:
     """The ``refit-output`` yardstick of editing: each SIREN keeps its hidden layers, and its
     output layer (weights and bias) is refit by least squares so that the image it draws
@@ -106,10 +111,8 @@ def refit_output(inputs: WeightSpace, coords: Tensor, w0: float, target: Tensor)
     Returns:
         [B, 1, R, R]: the images the refit INRs draw.
     """
-    weights = [w[:, 0].double() for w in inputs.weights]
-    biases = [b[:, 0].double() for b in inputs.biases]
-    sines = [lambda h: torch.sin(w0 * h)] * (len(weights) - 1)
-    hidden = run_mlp(coords.to(weights[0]), weights[:-1], biases[:-1], sines)[-1]  # [B, P, n]
+    params = [t.double() for t in _siren_params(inputs)]
+    hidden = siren_layers(params, coords.to(params[0]), w0)[-2]  # [B, P, n]: the last hidden layer
     design = torch.cat([hidden, torch.ones_like(hidden[..., :1])], -1)  # [B, P, n + 1]
     wanted = (2 * target.double() - 1).reshape(design.size(0), -1, 1)  # the output in the [-1, 1] convention
     # minimum-norm least squares (SVD): directions of the hidden layer below 1e-8 of its largest

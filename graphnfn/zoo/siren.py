@@ -86,13 +86,19 @@ def coordinate_grid(resolution: int, device: torch.device | str = "cpu", dtype: 
     return torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
-def siren_forward(params: Sequence[Tensor], coords: Tensor, w0: float) -> Tensor:
-    """Batched SIREN: params in :func:`siren_keys` order (leading batch dim B),
-    coords [P, 2] -> outputs [B, P, out]."""
+def siren_layers(params: Sequence[Tensor], coords: Tensor, w0: float) -> list[Tensor]:
+    """Batched SIREN, every layer: params in :func:`siren_keys` order (leading batch dim B),
+    coords [P, 2] -> [B, P, n_l] per layer (hidden layers after the sine, outputs last)."""
     def sine(h: Tensor) -> Tensor:
         return torch.sin(w0 * h)
 
-    return run_mlp(coords, params[0::2], params[1::2], [sine] * (len(params) // 2 - 1))[-1]
+    return run_mlp(coords, params[0::2], params[1::2], [sine] * (len(params) // 2 - 1))
+
+
+def siren_forward(params: Sequence[Tensor], coords: Tensor, w0: float) -> Tensor:
+    """Batched SIREN: params in :func:`siren_keys` order (leading batch dim B),
+    coords [P, 2] -> outputs [B, P, out]."""
+    return siren_layers(params, coords, w0)[-1]
 
 
 def render(params: Sequence[Tensor], resolution: int, w0: float = 30.0) -> Tensor:
