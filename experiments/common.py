@@ -74,11 +74,14 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
     """Train/val/test batches of the model's family over the zoo records that
     satisfy ``where``, materialised once (conversion is not repeated every epoch;
     with ``augment`` the train split is re-drawn under its symmetries every epoch), and the scaler.
+    ``cfg["workers"]`` DataLoader processes convert (and augment) the networks; their augmentation
+    draws come from RNGs seeded off the loader's generator, so a pass replays exactly on resume.
     ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`).
     Under torchrun (:mod:`experiments.distributed`) a trained model's train batches are this
     process's part: a DistributedSampler's share of the split, ``batch_size / world_size`` per batch."""
     loader = graph_loader if family(cfg["model"]) == "graph" else weight_space_loader
     shared = distributed.launched() and learns(cfg["model"])  # the baselines that learn nothing fit alone, on all
+    workers = {"num_workers": cfg.get("workers", 0)}
     out = {}
     for split in ("train", "val", "test"):
         indices = zoo.indices(split, where)[: cfg["limit"]]
@@ -87,11 +90,11 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
             sampler = DistributedSampler(indices, num_replicas=distributed.world_size(), rank=distributed.rank(),
                                          shuffle=True, seed=cfg["seed"])
             batches = loader(zoo, batch_size=cfg["batch_size"] // distributed.world_size(), sampler=sampler,
-                             indices=indices, target=target, augment=augment)
+                             indices=indices, target=target, augment=augment, **workers)
             out[split] = _Epochs(batches, sampler) if augment is not None else list(batches)
             continue
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
-                         augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]))
+                         augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]), **workers)
         out[split] = batches if augment is not None else list(batches)
     if not scale:
         return out, None

@@ -39,6 +39,7 @@ def shared_config():
     warmup = 0  # steps of linear learning-rate warmup before the cosine decay, the same for every model (0: none)
     device = "auto"  # auto (CUDA when available), cpu, cuda
     threads = None  # torch CPU threads. None: torch's default, one per core (fastest on an idle machine); 1 when other jobs share the cores
+    workers = 0  # processes that convert the zoo's networks into batches (DataLoader num_workers; 0: the training process). With augment they redraw every pass beside the training, which a GPU needs (per-network augmentation in the training process held a step at 0.26 s on an H200); the draws depend on workers, so a run repeats exactly at the same workers
     amp = False  # bfloat16 autocast
     d_hidden = 32  # width: graph models' d_hidden, paramshare models' hidden
     n_layers = 3  # graph models: message-passing / attention layers
@@ -114,6 +115,8 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     check_dropout(cfg.get("dropout", 0.0))
     if cfg["threads"] is not None and cfg["threads"] < 1:
         raise ValueError(f"threads must be >= 1 or None, got {cfg['threads']}")
+    if not isinstance(cfg.get("workers", 0), int) or cfg.get("workers", 0) < 0:
+        raise ValueError(f"workers must be an integer >= 0 (DataLoader processes), got {cfg.get('workers')!r}")
 
 
 def check_edge_product(rank, task: str, models: list[str]) -> None:

@@ -120,6 +120,18 @@ def test_augmentations_redraw_the_training_inrs_and_move_only_the_images_they_mo
         assert not torch.equal(inputs.weights[1].flatten(1).sort(1).values,
                                reference.weights[1].flatten(1).sort(1).values)
         torch.testing.assert_close(task.identity(inputs), task.identity(reference), rtol=1e-4, atol=1e-5)
+    # workers convert and augment in their own processes: the same entries (in the first pass's order),
+    # redrawn every pass, and a pass is decided by the loader's generator (what a resumed fit restores), not by the training process's RNG
+    def passes(workers: int, seed: int):
+        loaders, _ = make_loaders({**cfg, "model": "stat", "augment": "permute+sign", "workers": workers}, zoo,
+                                  target, scale=False)
+        torch.manual_seed(seed)
+        return [[split_batch(b)[0].weights[1] for b in loaders["train"]] for _ in range(2)]
+    (one, two), (again, _) = passes(2, 0), passes(2, 1)
+    for w1, w2, w1_again, (reference, _) in zip(one, two, again, map(split_batch, plain["train"])):
+        assert torch.equal(w1, w1_again) and not torch.equal(w1, w2)
+        torch.testing.assert_close(w1.abs().flatten(1).sort(1).values,
+                                   reference.weights[1].abs().flatten(1).sort(1).values)
     # augment="dihedral" moves the images: each INR's target moves with it, so with dilation (a symmetric
     # 3x3 window) every INR misses its moved target by as much as it missed its own
     moved, _ = make_loaders({**cfg, "model": "stat", "augment": "dihedral"}, zoo, target, scale=False)
@@ -160,6 +172,7 @@ def test_compare_checks_every_name_before_training(tmp_path):
                             ({"augment": "dihedral", "task": "cnn_generalization", "models": ["stat"]},
                              "augment=dihedral moves the image an INR draws: INR tasks only"),
                             ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+                            ({"workers": -1}, r"workers must be an integer >= 0 \(DataLoader processes\), got -1"),
                             ({"edge_product": 4}, r"edge_product is a term of the equivariant \(editing\) readout"),
                             ({"edge_product": -1, "task": "inr_editing", "models": ["pna"]},
                              "edge_product must be a rank >= 0"),

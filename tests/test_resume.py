@@ -38,8 +38,10 @@ def _data(kind: str):
     val, test = [(x[40:50], y[40:50])], [(x[50:], y[50:])]
     if kind == "list":  # the experiments' materialised batches: one order every pass
         return [(x[i:i + 8], y[i:i + 8]) for i in range(0, 40, 8)], val, test
-    seeded = torch.Generator().manual_seed(1) if kind == "seeded loader" else None
-    return DataLoader(_Noisy(x[:40], y[:40]), batch_size=8, shuffle=True, generator=seeded), val, test
+    seeded = torch.Generator().manual_seed(1) if kind.startswith("seeded loader") else None
+    workers = 2 if kind.endswith("workers") else 0  # their RNGs are seeded off the loader's generator every pass
+    return DataLoader(_Noisy(x[:40], y[:40]), batch_size=8, shuffle=True, generator=seeded,
+                      num_workers=workers), val, test
 
 
 def _model(seed: int) -> nn.Module:
@@ -57,7 +59,7 @@ class _CutOff(Exception):
     pass
 
 
-@pytest.mark.parametrize("kind", ["list", "seeded loader", "unseeded loader"])
+@pytest.mark.parametrize("kind", ["list", "seeded loader", "unseeded loader", "seeded loader, 2 workers"])
 @pytest.mark.parametrize("cut_at", [12, 18])  # checkpoints of step 9 (mid-pass) and 15 (a pass's end)
 def test_a_fit_cut_off_resumes_to_the_uninterrupted_result(tmp_path, kind, cut_at):
     logged = []
