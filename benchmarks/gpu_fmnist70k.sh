@@ -8,7 +8,7 @@
 # 1. makes the zoo with the project's command (timed: the goal is 70k INRs in < 60 s) and
 #    summarises it (PSNR, splits);
 # 2. runs every row of the CPU table of record side by side on the one GPU, at the settings chosen
-#    on the 10k zoo's validation, batch 256, three loader workers each: a short probe (PROBE steps,
+#    on the 10k zoo's validation, batch 256, with loader workers: a short probe (PROBE steps,
 #    100) of each first, then the same number of steps for every learned row, as many as the
 #    slowest fits in the time left (STEPS=N: that many, no probe);
 # 3. tests/test_devices.py beside the training.
@@ -53,15 +53,16 @@ EOF
 ( timeout $(($(left) - 20)) $PY -m pytest -q -p no:cacheprovider tests/test_devices.py >"$OUT/devices.log" 2>&1;
   echo "devices tests exit $?: $(tail -1 "$OUT/devices.log")" >>"$OUT/log.txt" ) &
 
-# five processes on 16 cores: three threads and three loader workers each (augment=mirror converts every
-# training INR anew each pass, 0.26 s a batch of 256 in the training process)
-COMMON="task=inr_classification fmnist data_dir=.fmnist zoo=$ZOO device=$DEVICE threads=3 workers=3 lr=3e-3"
+# five processes on 16 cores. augment=mirror converts every training INR anew each pass (0.26 s a
+# batch of 256 in the training process, against a 0.03 s GPU step), so those rows get six loader
+# workers; the others two, for the one conversion of each split
+COMMON="task=inr_classification fmnist data_dir=.fmnist zoo=$ZOO device=$DEVICE threads=2 lr=3e-3"
 COMMON="$COMMON batch_size=$BATCH"
 declare -A KEYS=(
-    [sign-gnn]="pool=layer weight_decay=0.3"
-    [monomial]="weight_decay=0.1 augment=mirror"
-    [nfn-hnp]="augment=mirror"
-    [stat]=""
+    [sign-gnn]="pool=layer weight_decay=0.3 workers=2"
+    [monomial]="weight_decay=0.1 augment=mirror workers=6"
+    [nfn-hnp]="augment=mirror workers=6"
+    [stat]="workers=2"
 )
 train() {  # MODEL STEPS DIR [KEY=VALUE]: one compare run of one model, seed 0
     GRAPHNFN_RUNS=$3 timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON ${KEYS[$1]} steps=$2 ${4:-} \
@@ -89,7 +90,7 @@ EOF
 fi
 log "every row takes $STEPS steps at batch $BATCH"
 for m in "${!KEYS[@]}"; do train $m $STEPS $RUNS/$m & done
-GRAPHNFN_RUNS=$RUNS/align-linear timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON \
+GRAPHNFN_RUNS=$RUNS/align-linear timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON workers=2 \
     'models=["align-linear"]' 'seeds=[0]' >"$RUNS/align-linear.log" 2>&1 &
 wait
 for f in $RUNS/*/*/results.md; do echo "== $f"; sed -n '1,12p' "$f"; done >>"$OUT/log.txt" 2>&1
