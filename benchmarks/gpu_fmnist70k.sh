@@ -10,7 +10,8 @@
 # 2. runs every row of the CPU table of record side by side on the one GPU, at the settings chosen
 #    on the 10k zoo's validation, batch 256, with loader workers: a short probe (PROBE steps,
 #    100) of each first, then the same number of steps for every learned row, as many as the
-#    slowest fits in the time left (STEPS=N: that many, no probe);
+#    slowest fits in the time left (STEPS=N: that many, no probe; SEEDS=0,1,2: those seeds, one
+#    after the other in each row's process; default 0);
 # 3. tests/test_devices.py beside the training.
 # Everything it reports lands in $OUT (log.txt, zoo.json, runs.tar.gz without checkpoints).
 set -u
@@ -64,16 +65,17 @@ declare -A KEYS=(
     [nfn-hnp]="augment=mirror workers=6"
     [stat]="workers=2"
 )
-train() {  # MODEL STEPS DIR [KEY=VALUE]: one compare run of one model, seed 0
-    GRAPHNFN_RUNS=$3 timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON ${KEYS[$1]} steps=$2 ${4:-} \
-        "models=[\"$1\"]" 'seeds=[0]' >"$3.log" 2>&1
+SEEDS=${SEEDS:-0}
+train() {  # MODEL STEPS DIR SEEDS [KEY=VALUE]: one compare run of one model
+    GRAPHNFN_RUNS=$3 timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON ${KEYS[$1]} steps=$2 ${5:-} \
+        "models=[\"$1\"]" "seeds=[$4]" >"$3.log" 2>&1
     log "$1 ($2 steps): exit $?"
 }
 if [ -z "${STEPS:-}" ]; then
     log "probe: start"
     pids=()
     probe_start=$(date +%s)
-    for m in "${!KEYS[@]}"; do train $m $PROBE $RUNS/probe-$m eval_every=$PROBE & pids+=($!); done
+    for m in "${!KEYS[@]}"; do train $m $PROBE $RUNS/probe-$m 0 eval_every=$PROBE & pids+=($!); done
     wait "${pids[@]}"
     # a process's time beyond its training (imports, reading and converting 70k INRs, the test) comes again
     STEPS=$($PY - "$RUNS" "$(left)" "$(($(date +%s) - probe_start))" <<'EOF'
@@ -89,9 +91,9 @@ EOF
 )
 fi
 log "every row takes $STEPS steps at batch $BATCH"
-for m in "${!KEYS[@]}"; do train $m $STEPS $RUNS/$m & done
+for m in "${!KEYS[@]}"; do train $m $STEPS $RUNS/$m $SEEDS & done
 GRAPHNFN_RUNS=$RUNS/align-linear timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON workers=2 \
-    'models=["align-linear"]' 'seeds=[0]' >"$RUNS/align-linear.log" 2>&1 &
+    'models=["align-linear"]' "seeds=[$SEEDS]" >"$RUNS/align-linear.log" 2>&1 &
 wait
 for f in $RUNS/*/*/results.md; do echo "== $f"; sed -n '1,12p' "$f"; done >>"$OUT/log.txt" 2>&1
 tar czf "$OUT/runs.tar.gz" --exclude='*.pt' --exclude='_sources' -C /tmp "$(basename $RUNS)"
