@@ -7,11 +7,11 @@
 #
 # 1. makes the zoo with the project's command (timed: the goal is 70k INRs in < 60 s) and
 #    summarises it (PSNR, splits);
-# 2. runs every row of the CPU table of record side by side on the one GPU, at the settings chosen
-#    on the 10k zoo's validation, batch 256, with loader workers: a short probe (PROBE steps,
-#    100) of each first, then the same number of steps for every learned row, as many as the
-#    slowest fits in the time left (STEPS=N: that many, no probe; SEEDS=0,1,2: those seeds, one
-#    after the other in each row's process; default 0);
+# 2. runs the rows of the CPU table of record side by side on the one GPU, at the settings chosen
+#    on the 10k zoo's validation, and two screens (ROWS below), batch 256, with loader workers:
+#    a short probe (PROBE steps, 100) of each first, then the same number of steps for every
+#    learned row, as many as the slowest fits in the time left (STEPS=N: that many, no probe;
+#    SEEDS=0,1,2: those seeds, one after the other in each row's process; default 0);
 # 3. tests/test_devices.py beside the training.
 # Everything it reports lands in $OUT (log.txt, zoo.json, runs.tar.gz without checkpoints).
 set -u
@@ -54,28 +54,33 @@ EOF
 ( timeout $(($(left) - 20)) $PY -m pytest -q -p no:cacheprovider tests/test_devices.py >"$OUT/devices.log" 2>&1;
   echo "devices tests exit $?: $(tail -1 "$OUT/devices.log")" >>"$OUT/log.txt" ) &
 
-# five processes on 16 cores. augment=mirror converts every training INR anew each pass (0.26 s a
-# batch of 256 in the training process, against a 0.03 s GPU step), so those rows get six loader
-# workers; the others two, for the one conversion of each split
+# the rows: "name|model|keys". The settings of record on the 10k zoo, and two screens for
+# choosing on this zoo's validation: sign-gnn without weight decay (0.3 fought overfitting on
+# 10k INRs) and nfn-hnp on the INRs as they are. augment=mirror converts every training INR anew
+# each pass (0.26 s a batch of 256 in the training process, against a 0.03 s GPU step), so
+# those rows get five loader workers; the others two, for the one conversion of each split
 COMMON="task=inr_classification fmnist data_dir=.fmnist zoo=$ZOO device=$DEVICE threads=2 lr=3e-3"
 COMMON="$COMMON batch_size=$BATCH"
-declare -A KEYS=(
-    [sign-gnn]="pool=layer weight_decay=0.3 workers=2"
-    [monomial]="weight_decay=0.1 augment=mirror workers=6"
-    [nfn-hnp]="augment=mirror workers=6"
-    [stat]="workers=2"
+ROWS=(
+    "sign-gnn|sign-gnn|pool=layer weight_decay=0.3 workers=2"
+    "sign-gnn-wd0|sign-gnn|pool=layer workers=2"
+    "nfn-hnp|nfn-hnp|augment=mirror workers=5"
+    "nfn-hnp-plain|nfn-hnp|workers=2"
+    "monomial|monomial|weight_decay=0.1 augment=mirror workers=5"
+    "stat|stat|workers=2"
 )
 SEEDS=${SEEDS:-0}
-train() {  # MODEL STEPS DIR SEEDS [KEY=VALUE]: one compare run of one model
-    GRAPHNFN_RUNS=$3 timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON ${KEYS[$1]} steps=$2 ${5:-} \
-        "models=[\"$1\"]" "seeds=[$4]" >"$3.log" 2>&1
-    log "$1 ($2 steps): exit $?"
+train() {  # ROW STEPS DIR SEEDS [KEY=VALUE]: one compare run of one row
+    IFS="|" read -r name model keys <<<"$1"
+    GRAPHNFN_RUNS=$3 timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON $keys steps=$2 ${5:-} \
+        "models=[\"$model\"]" "seeds=[$4]" >"$3.log" 2>&1
+    log "$name ($2 steps): exit $?"
 }
 if [ -z "${STEPS:-}" ]; then
     log "probe: start"
     pids=()
     probe_start=$(date +%s)
-    for m in "${!KEYS[@]}"; do train $m $PROBE $RUNS/probe-$m 0 eval_every=$PROBE & pids+=($!); done
+    for row in "${ROWS[@]}"; do train "$row" $PROBE $RUNS/probe-${row%%|*} 0 eval_every=$PROBE & pids+=($!); done
     wait "${pids[@]}"
     # a process's time beyond its training (imports, reading and converting 70k INRs, the test) comes again
     STEPS=$($PY - "$RUNS" "$(left)" "$(($(date +%s) - probe_start))" <<'EOF'
@@ -91,7 +96,7 @@ EOF
 )
 fi
 log "every row takes $STEPS steps at batch $BATCH"
-for m in "${!KEYS[@]}"; do train $m $STEPS $RUNS/$m $SEEDS & done
+for row in "${ROWS[@]}"; do train "$row" $STEPS $RUNS/${row%%|*} $SEEDS & done
 GRAPHNFN_RUNS=$RUNS/align-linear timeout $(($(left) - 15)) $PY -m experiments.compare with $COMMON workers=2 \
     'models=["align-linear"]' "seeds=[$SEEDS]" >"$RUNS/align-linear.log" 2>&1 &
 wait
