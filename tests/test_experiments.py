@@ -121,7 +121,8 @@ def test_augmentations_redraw_the_training_inrs_and_move_only_the_images_they_mo
                                reference.weights[1].flatten(1).sort(1).values)
         torch.testing.assert_close(task.identity(inputs), task.identity(reference), rtol=1e-4, atol=1e-5)
     # workers convert and augment in their own processes: the same entries (in the first pass's order),
-    # redrawn every pass, and a pass is decided by the loader's generator (what a resumed fit restores), not by the training process's RNG
+    # redrawn every pass; a pass is decided by the loader's generator (what a resumed fit restores),
+    # not by the training process's RNG
     def passes(workers: int, seed: int):
         loaders, _ = make_loaders({**cfg, "model": "stat", "augment": "permute+sign", "workers": workers}, zoo,
                                   target, scale=False)
