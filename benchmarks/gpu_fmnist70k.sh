@@ -13,7 +13,7 @@
 #    learned row, as many as the slowest fits in the time left (STEPS=N: that many, no probe;
 #    SEEDS=0,1,2: those seeds, one after the other in each row's process; default 0);
 # 3. tests/test_devices.py beside the training.
-# Everything it reports lands in $OUT (log.txt, zoo.json, runs.tar.gz without checkpoints).
+# Everything it reports lands in $OUT (log.txt, zoo.json, devices.json, runs.tar.gz without checkpoints).
 set -u
 BUDGET=${1:-540}
 START=$(date +%s)
@@ -38,21 +38,13 @@ timeout 240 $PY -m graphnfn.zoo siren --dataset fashion-mnist --data-dir .fmnist
     --no-progress ${ZOO_ARGS:-} >"$OUT/zoo.log" 2>&1
 log "zoo: exit $?, $((($(date +%s%N) - t0) / 1000000)) ms"
 $PY -m graphnfn.zoo verify $ZOO 2>&1 | tee -a "$OUT/log.txt"
-$PY - "$ZOO" "$OUT/zoo.json" <<'EOF' 2>&1 | tee -a "$OUT/log.txt"
-import collections, json, statistics, sys
-from graphnfn.zoo import Zoo
-zoo = Zoo(sys.argv[1])
-recs = zoo.records
-psnr = sorted(r["metrics"]["psnr"] for r in recs)
-out = {"inrs": len(recs), "median_psnr": statistics.median(psnr), "p10_psnr": psnr[len(psnr) // 10],
-       "mean_steps": statistics.fmean(r["metrics"]["steps"] for r in recs),
-       "splits": collections.Counter(r["split"] for r in recs), "config": zoo.config}
-json.dump(out, open(sys.argv[2], "w"), indent=1, default=str)
-print({k: v for k, v in out.items() if k != "config"})
-EOF
+$PY -c "import json, sys; from benchmarks.zoo import summary; from graphnfn.zoo import Zoo
+row = summary(Zoo(sys.argv[1])); json.dump(row, open(sys.argv[2], 'w'), indent=1); print(row)" "$ZOO" "$OUT/zoo.json" \
+    2>&1 | tee -a "$OUT/log.txt"
 
-( timeout $(($(left) - 20)) $PY -m pytest -q -p no:cacheprovider tests/test_devices.py >"$OUT/devices.log" 2>&1;
-  echo "devices tests exit $?: $(tail -1 "$OUT/devices.log")" >>"$OUT/log.txt" ) &
+# benchmarks.gpu's devices part: tests/test_devices.py, its summary line and JSON
+( timeout $(($(left) - 20)) $PY -m benchmarks.gpu --device $DEVICE --parts devices --out "$OUT/devices.json" >"$OUT/devices.log" 2>&1;
+  tail -1 "$OUT/devices.log" >>"$OUT/log.txt" ) &
 
 # the rows: "name|model|keys". The settings of record on the 10k zoo, and two screens for
 # choosing on this zoo's validation: sign-gnn without weight decay (0.3 fought overfitting on

@@ -13,6 +13,7 @@ be loaded is reported as skipped. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import collections
 import platform
 import statistics
 import tempfile
@@ -26,20 +27,24 @@ from graphnfn.devices import resolve_device
 from graphnfn.zoo import Zoo, make_siren_zoo
 
 
+def summary(zoo: Zoo) -> dict:
+    """A SIREN zoo's size, recipe, PSNR (median, 10th percentile), mean fitting steps and split sizes."""
+    records, config = zoo.records, zoo.config
+    psnr = sorted(r["metrics"]["psnr"] for r in records)
+    return {"inrs": len(records), **config["hparams"], "per_image": config["per_image"],
+            "shard_size": config["shard_size"], "median_psnr": statistics.median(psnr),
+            "p10_psnr": psnr[len(psnr) // 10], "mean_steps": statistics.fmean(r["metrics"]["steps"] for r in records),
+            "splits": dict(collections.Counter(r["split"] for r in records))}
+
+
 def run(dataset: str, count: int, device: str, shard_size: int | None, data_dir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         make_siren_zoo(Path(tmp) / "zoo", dataset, data_dir, limit=count, shard_size=shard_size, device=device,
                        progress=False)
         seconds = time.perf_counter() - start
-        zoo = Zoo(Path(tmp) / "zoo")
-        records = zoo.records
-    psnr = sorted(r["metrics"]["psnr"] for r in records)
-    config = zoo.config
-    return {"dataset": dataset, "inrs": len(records), **config["hparams"], "per_image": config["per_image"],
-            "shard_size": config["shard_size"], "seconds": seconds, "inrs_per_s": len(records) / seconds,
-            "median_psnr": statistics.median(psnr), "p10_psnr": psnr[len(psnr) // 10],
-            "mean_steps": statistics.fmean(r["metrics"]["steps"] for r in records)}
+        row = summary(Zoo(Path(tmp) / "zoo"))
+    return {"dataset": dataset, **row, "seconds": seconds, "inrs_per_s": row["inrs"] / seconds}
 
 
 def main() -> None:
