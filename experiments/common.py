@@ -66,7 +66,7 @@ def model_card(cfg: dict, sample, d_out: int, readout: str, probe_inputs: Tensor
             "probe_inputs": probe_inputs if probes else None,
             "probe_act_param": probe_act_param if probes and family(cfg["model"]) != "graph" else None,
             "spec": spec_record(getattr(sample, "spec", None)) if family(cfg["model"]) != "graph" else None,
-            "scales": scaler.scales if scaler else None, "task": task}
+            "scales": scaler.scales if scaler else None, "task": task, "phase": cfg["phase"]}
 
 
 def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
@@ -90,11 +90,11 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
             sampler = DistributedSampler(indices, num_replicas=distributed.world_size(), rank=distributed.rank(),
                                          shuffle=True, seed=cfg["seed"])
             batches = loader(zoo, batch_size=cfg["batch_size"] // distributed.world_size(), sampler=sampler,
-                             indices=indices, target=target, augment=augment, **workers)
+                             indices=indices, target=target, augment=augment, phase=cfg["phase"], **workers)
             out[split] = _Epochs(batches, sampler) if augment is not None else list(batches)
             continue
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
-                         augment=augment, generator=torch.Generator().manual_seed(cfg["seed"]), **workers)
+                         augment=augment, phase=cfg["phase"], generator=torch.Generator().manual_seed(cfg["seed"]), **workers)
         out[split] = batches if augment is not None else list(batches)
     if not scale:
         return out, None
@@ -158,6 +158,8 @@ def run_task(cfg: dict, task: Task, loaders: dict, model: nn.Module | None, _run
                      device=cfg["device"], amp=cfg["amp"], log=log, progress=distributed.rank() == 0,
                      distributed=distributed.world_size() > 1, checkpoint=checkpoint)
         encoding = model.encoding
+    if cfg["phase"]:
+        encoding += ", phase-canonical INRs"
     summary = {
         "model": cfg["model"], "family": family(cfg["model"]), "encoding": encoding, "seed": cfg["seed"],
         "task": task.name, "metric": task.main, "higher_is_better": task.higher_is_better, "test": result.test,

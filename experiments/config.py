@@ -52,6 +52,7 @@ def shared_config():
     pool = "graph"  # graph models' invariant readout: pool each graph whole ("graph") or each layer depth apart ("layer")
     tensor_stats = False  # graph models' invariant readout also reads stat's per-tensor statistics: True, "fourier"
     recompute = None  # transformer: recompute per-edge attention terms in backward (less memory; None: large batches only)
+    phase = False  # INR tasks: every network (all splits, both families) with each sine neuron's bias reduced to w0 * b in [-pi/2, pi/2] (outgoing weights negated per pi shift): one representative of sine's phase symmetry (graphnfn.zoo.augment.canonical_phase)
     augment = None  # redraw the training networks every pass, under weight symmetries or mirrored: True or "permute" (hidden neurons; always on for flat-mlp-aug), "sign" (sign flips of neurons before sine/tanh), "mirror" (INR tasks: half the INRs drawn mirrored left-right), "dihedral" (INR tasks: each INR drawn flipped, transposed or rotated, one of the 8 symmetries of the square; an editing target moves along), combined with "+"; None: as they are
     zero_output = False  # editing: the output layer starts at zero, so edits start as the identity
     edge_product = 0  # editing, pna and transformer: the edge readout adds a bilinear term of each edge's two end states of this rank (0: none)
@@ -110,6 +111,11 @@ def check_config(cfg: dict, models: list[str], task: str) -> None:
     if augment is not None and (augment.mirror is not None or augment.dihedral) and TASKS[task].zoo_kind != "siren":
         raise ValueError(f"augment={cfg['augment']} moves the image an INR draws: INR tasks only, "
                          f"not {task}'s {TASKS[task].zoo_kind} networks")
+    if cfg.get("phase", False) not in (True, False):
+        raise ValueError(f"phase must be True or False, got {cfg['phase']!r}")
+    if cfg.get("phase") and TASKS[task].zoo_kind != "siren":
+        raise ValueError(f"phase=True reduces the phases of sine neurons: INR tasks only, not {task}'s "
+                         f"{TASKS[task].zoo_kind} networks")
     check_tensor_stats(cfg.get("tensor_stats", False))
     check_edge_product(cfg.get("edge_product", 0), task, models)
     check_dropout(cfg.get("dropout", 0.0))

@@ -10,10 +10,12 @@ weights_only=True)`` reads it): ``name``, ``d_out``, ``readout``, ``options`` (t
 :func:`graphnfn.registry.build` keywords), ``probe_inputs``, ``probe_act_param`` (the
 activations' parameter a parameter-sharing model's probe runs use), ``spec`` (a parameter-sharing
 model's input spec), ``scales`` (:class:`graphnfn.training.WeightScaler`; None: raw
-inputs), ``task`` and ``state_dict``.
+inputs), ``task``, ``phase`` (trained on sine networks in
+:func:`graphnfn.zoo.augment.canonical_phase` form, which new networks are put in too) and ``state_dict``.
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +29,7 @@ from . import registry
 from .graph import NeuralGraph, collate
 from .spaces import AttentionSpec, AttentionWeightSpace, WeightSpace, WeightSpaceSpec, concat
 from .training import WeightScaler
+from .zoo.augment import canonical_phase
 
 FORMAT = "graphnfn-model/1"
 _SPECS = {"WeightSpaceSpec": WeightSpaceSpec, "AttentionSpec": AttentionSpec}
@@ -68,6 +71,7 @@ class TrainedModel:
         record = checkpoint["spec"]
         self.spec = _SPECS[record["type"]](**{k: v for k, v in record.items() if k != "type"}) if record else None
         self.scaler = WeightScaler.from_scales(checkpoint["scales"]) if checkpoint["scales"] is not None else None
+        self.phase = bool(checkpoint.get("phase", False))
         sample = None if self.spec is None else _Sample(self.spec)
         self.module = build_from_card(checkpoint, sample)
         self.module.load_state_dict(checkpoint["state_dict"])
@@ -76,6 +80,8 @@ class TrainedModel:
     def inputs(self, networks: Sequence) -> NeuralGraph | WeightSpace | AttentionWeightSpace:
         """``networks`` (nn.Modules, state_dicts, checkpoint paths, or NeuralGraphs) as one batch
         of this model's input type, scaled as in training."""
+        if self.phase:
+            networks = [_phase_canonical(n, self.name) for n in networks]
         if self.family == "graph":
             batch = collate([n if isinstance(n, NeuralGraph) else converters.to_graph(n) for n in networks])
             batch.y = torch.zeros(batch.num_graphs)
@@ -95,6 +101,17 @@ class TrainedModel:
         a classifier, the predicted value for a regressor); an equivariant readout's output
         otherwise."""
         return self.module(self.inputs(networks))
+
+
+def _phase_canonical(network, name: str) -> nn.Module:
+    """A copy of the nn.Module ``network`` in :func:`canonical_phase` form; ValueError for other
+    inputs, whose activations (and so their sine neurons) a state_dict does not tell."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"{name} was trained on phase-canonical sine networks (phase=True): pass each network as "
+                         f"an nn.Module so its sine neurons can be found, not a {type(network).__name__}")
+    out = copy.deepcopy(network)
+    out.load_state_dict(canonical_phase(network, network.state_dict()))
+    return out
 
 
 class _Sample:

@@ -1,5 +1,6 @@
 """The Sacred experiments and the comparison runner, on tiny digits zoos."""
 import json
+import math
 import re
 import sqlite3
 
@@ -174,6 +175,9 @@ def test_compare_checks_every_name_before_training(tmp_path):
                              "augment=dihedral moves the image an INR draws: INR tasks only"),
                             ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
                             ({"workers": -1}, r"workers must be an integer >= 0 \(DataLoader processes\), got -1"),
+                            ({"phase": "yes"}, "phase must be True or False, got 'yes'"),
+                            ({"phase": True, "task": "cnn_generalization", "models": ["stat"]},
+                             "phase=True reduces the phases of sine neurons: INR tasks only"),
                             ({"edge_product": 4}, r"edge_product is a term of the equivariant \(editing\) readout"),
                             ({"edge_product": -1, "task": "inr_editing", "models": ["pna"]},
                              "edge_product must be a rank >= 0"),
@@ -310,18 +314,21 @@ def test_compare_resumes_from_the_finished_pairs_of_a_cut_off_run(tmp_path):
         ex.run(config_updates={**common, "models": ["stat"], "resume": str(folder), "lr": 0.5})
 
 
-@pytest.fixture(scope="module", params=[("nfn-hnp", False), ("pna", False), ("nft", True)],
-                ids=["nfn-hnp", "pna", "nft-probe"])
+@pytest.fixture(scope="module", params=[("nfn-hnp", False, False), ("pna", False, False), ("nft", True, False),
+                                        ("sign-gnn", False, True)],
+                ids=["nfn-hnp", "pna", "nft-probe", "sign-gnn-phase"])
 def trained_run(request, tmp_path_factory):
     """A tiny INR classifier of each family trained by the experiment: (run, run directory, zoo).
-    With probe features, the checkpoint must carry what runs the networks (w0, the input scales)."""
+    With probe features, the checkpoint must carry what runs the networks (w0, the input scales);
+    with ``phase``, that new networks are put in canonical phase form too."""
     from experiments.inr_classification import ex
     from graphnfn.zoo import Zoo
 
-    model, probe = request.param
+    model, probe, phase = request.param
     tmp_path = tmp_path_factory.mktemp(model)
     _observe(ex, FileStorageObserver(str(tmp_path / "runs")))
-    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": model, "probe": probe})
+    run = ex.run(config_updates={**SIREN_TINY, "zoo_root": str(tmp_path / "zoos"), "model": model, "probe": probe,
+                                 "phase": phase})
     return run, tmp_path / "runs" / str(run._id), Zoo(run.info["summary"]["zoo"]["path"])
 
 
@@ -343,8 +350,25 @@ def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(trained_ru
         with torch.no_grad():
             want = torch.stack([net(probe.probes) for net in nets])
         torch.testing.assert_close(probe.activations(trained.inputs(nets))[-1], want, rtol=1e-4, atol=1e-5)
+    if run.config["phase"]:  # the same functions, other phases: the same predictions; a state_dict is refused
+        shifted = [_phase_shifted(zoo.module(i), torch.Generator().manual_seed(i)) for i in test]
+        torch.testing.assert_close(trained.predict(shifted), logits, rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="phase=True.*nn.Module"):
+            trained.predict([zoo.state_dict(test[0])])
     with pytest.raises(FileNotFoundError, match="no checkpoints match"):
         graphnfn.load_model(folder, model="magep")
+
+
+def _phase_shifted(siren, gen):
+    """The SIREN with every hidden neuron's bias moved by k pi / w0 (k in -3..3, random) and its
+    outgoing weights times (-1)^k: the same function."""
+    state = siren.state_dict()
+    for layer, nxt in (("0", "2"), ("2", "4")):
+        k = torch.randint(-3, 4, state[f"{layer}.bias"].shape, generator=gen).to(state[f"{layer}.bias"].dtype)
+        state[f"{layer}.bias"] = state[f"{layer}.bias"] + k * math.pi / siren[1].w0
+        state[f"{nxt}.weight"] = state[f"{nxt}.weight"] * (1 - 2 * k.remainder(2))
+    siren.load_state_dict(state)
+    return siren
 
 
 def test_graphnfn_predict_gives_the_models_predictions_for_checkpoint_files(trained_run, tmp_path, capsys):

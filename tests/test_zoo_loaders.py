@@ -1,4 +1,8 @@
-"""Loaders (graph and weight-space views of one split), weight augmentations, editing targets."""
+"""Loaders (graph and weight-space views of one split), weight augmentations, the phase canonical
+form, editing targets."""
+import copy
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -8,7 +12,7 @@ from graphnfn.zoo import (
     SirenRecipe, WeightAugment, Zoo, editing_target, edit_images, graph_loader, make_cnn, make_siren, make_siren_zoo,
     make_vit, weight_space_loader,
 )
-from graphnfn.zoo.augment import chain_layers
+from graphnfn.zoo.augment import canonical_phase, chain_layers
 from graphnfn.zoo.siren import SirenFit
 from test_zoo_common import one_thread  # noqa: F401 (autouse fixture)
 
@@ -73,8 +77,8 @@ def test_symmetry_augmentations_keep_the_function(seed, which):
 
 
 def test_sign_flips_only_where_the_activation_is_odd():
-    assert [odd for _, odd in chain_layers(make_siren())] == [True, True, False]
-    assert [odd for _, odd in chain_layers(make_cnn(activation="relu"))] == [False] * 4
+    assert [layer.odd for layer in chain_layers(make_siren())] == [True, True, False]
+    assert [layer.odd for layer in chain_layers(make_cnn(activation="relu"))] == [False] * 4
     model = cnn64("relu")
     state = WeightAugment(sign_flip=True)(model, model.state_dict(), torch.Generator().manual_seed(0))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -84,6 +88,55 @@ def test_sign_flips_only_where_the_activation_is_odd():
         flipped[0].weight.neg_(), flipped[0].bias.neg_(), flipped[3].weight.neg_()
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     assert not torch.allclose(flipped(x), model(x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(widths=st.lists(st.integers(1, 9), min_size=1, max_size=3), w0=st.sampled_from([1.0, 7.0, 30.0]),
+       seed=st.integers(0, 2**31 - 1))
+def test_canonical_phase_is_one_representative_of_the_pi_shifts(widths, w0, seed):
+    """Random SIRENs, float64, hidden biases spread over several periods (as an independently
+    initialised SIREN's first layer is): the canonical form draws the same function with every
+    hidden w0 * b in [-pi/2, pi/2] and the output layer untouched; a network moved by pi shifts
+    (b + k pi / w0, outgoing weights times (-1)^k) has the same form; and the form commutes
+    with sign flips, so sign-equivariant models stay exact on it."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = make_siren([2, *widths, 1], w0=w0).double()
+    hidden = range(len(widths))
+    with torch.no_grad():
+        for layer in hidden:
+            net[2 * layer].bias.uniform_(-20 / w0, 20 / w0, generator=gen)
+    state = net.state_dict()
+    canon = canonical_phase(net, state)
+    drawn = copy.deepcopy(net)
+    drawn.load_state_dict(canon)
+    x = torch.rand(16, 2, dtype=torch.float64, generator=gen) * 2 - 1
+    torch.testing.assert_close(drawn(x), net(x), rtol=0, atol=1e-9)
+    assert all(float(canon[f"{2 * layer}.bias"].abs().max()) * w0 <= math.pi / 2 + 1e-9 for layer in hidden)
+    assert sum(not torch.equal(canon[f"{2 * layer}.bias"], state[f"{2 * layer}.bias"]) for layer in hidden) > 0
+    last = 2 * len(widths)
+    assert torch.equal(canon[f"{last}.bias"], state[f"{last}.bias"])
+    shifted = dict(state)
+    for layer in hidden:
+        k = torch.randint(-3, 4, (widths[layer],), generator=gen).double()
+        shifted[f"{2 * layer}.bias"] = shifted[f"{2 * layer}.bias"] + k * math.pi / w0
+        shifted[f"{2 * layer + 2}.weight"] = shifted[f"{2 * layer + 2}.weight"] * (1 - 2 * k.remainder(2))
+    again = canonical_phase(net, shifted)
+    for key, value in canon.items():
+        torch.testing.assert_close(again[key], value, rtol=0, atol=1e-9)
+    flip = WeightAugment(sign_flip=True)
+    flipped_first = canonical_phase(net, flip(net, state, torch.Generator().manual_seed(seed)))
+    flipped_after = flip(net, canon, torch.Generator().manual_seed(seed))
+    for key, value in flipped_after.items():
+        torch.testing.assert_close(flipped_first[key], value, rtol=0, atol=1e-12)
+
+
+def test_canonical_phase_leaves_networks_without_sines_alone():
+    assert [layer.w0 for layer in chain_layers(make_siren(w0=12.0))] == [12.0, 12.0, None]
+    for activation in ("relu", "tanh"):
+        model = cnn64(activation)
+        state = canonical_phase(model, model.state_dict())
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 def test_noise_and_dropout():

@@ -12,6 +12,9 @@ Two are perturbations, as in DWSNets' augmentations: Gaussian noise of
 ``noise`` times each tensor's standard deviation, and (inverted) dropout of
 single weights and biases with probability ``dropout``.
 
+One is a canonical form, not an augmentation: :func:`canonical_phase` (below) picks one
+representative of a sine network's phase symmetry, for every split alike.
+
 Two change the function the way an image augmentation changes an image (INRs of images
 only): an :class:`ImageView` of the coordinates, f'(x) = f(S x) with S a signed permutation,
 is W_1 <- W_1 S, exact. ``mirror`` negates, for a random half of the networks, one
@@ -23,8 +26,9 @@ a transposition: W_1's two columns swapped). A target drawn on the same grid mus
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -39,9 +43,18 @@ PASS_THROUGH = (nn.Dropout, nn.Identity, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPoo
 ODD = (Sine, nn.Tanh, nn.Dropout, nn.Identity, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
 
 
-def chain_layers(module: nn.Module) -> list[tuple[str, bool]]:
-    """The parameter layers of a chain, in order, as (state_dict prefix, whether
-    everything up to the next parameter layer is odd, so its signs may flip).
+class ChainLayer(NamedTuple):
+    """A parameter layer of a chain: its state_dict ``prefix``; whether everything up to the next
+    parameter layer is ``odd`` (so its neurons' signs may flip); and ``w0``, the frequency of the
+    :class:`~graphnfn.modules.Sine` that reads its pre-activations first (None where none does)."""
+
+    prefix: str
+    odd: bool
+    w0: float | None
+
+
+def chain_layers(module: nn.Module) -> list[ChainLayer]:
+    """The parameter layers of a chain, in order.
 
     Raises ``TypeError`` for anything that is not a chain this module can
     augment (attention, norms, grouped convolutions, ...)."""
@@ -52,14 +65,65 @@ def chain_layers(module: nn.Module) -> list[tuple[str, bool]]:
         if isinstance(m, PARAM_LAYERS):
             if getattr(m, "groups", 1) != 1:
                 raise TypeError(f"weight augmentation: grouped convolution {name!r} is not supported")
-            layers.append([name, False, True])  # prefix, saw an activation, all odd so far
+            layers.append([name, False, True, None])  # prefix, saw an activation, all odd so far, sine's w0
         elif not isinstance(m, PASS_THROUGH):
             raise TypeError(f"weight augmentation handles chains of Linear/Conv layers; {name!r} is a "
                             f"{type(m).__name__} (module {type(module).__name__})")
         elif layers:
+            if isinstance(m, Sine) and not layers[-1][1]:
+                layers[-1][3] = m.w0
             layers[-1][1] |= isinstance(m, (Sine, nn.Tanh))
             layers[-1][2] &= isinstance(m, ODD)
-    return [(name, act and odd) for name, act, odd in layers]
+    return [ChainLayer(name, act and odd, w0 if odd else None) for name, act, odd, w0 in layers]
+
+
+def _outgoing(state: dict[str, Tensor], layer: ChainLayer, nxt: ChainLayer) -> tuple[str, int]:
+    """(the key of the weight that reads ``layer``'s neurons, their number n); TypeError where
+    ``nxt`` does not read them one to one (a spatial flatten)."""
+    w_next, n = f"{nxt.prefix}.weight", state[f"{layer.prefix}.weight"].size(0)
+    if state[w_next].size(1) != n:
+        raise TypeError(f"weight augmentation: {w_next} takes {state[w_next].size(1)} inputs but {layer.prefix} has "
+                        f"{n} outputs (a spatial flatten?); only chains with matching widths are supported")
+    return w_next, n
+
+
+def _signs(state: dict[str, Tensor], layer: ChainLayer, nxt: ChainLayer, sign: Tensor, incoming: bool) -> None:
+    """Multiply (in ``state``) the outgoing weights of ``layer``'s neurons by ``sign`` [n], and
+    with ``incoming`` their incoming weights and biases too (a sign flip)."""
+    w_next, _ = _outgoing(state, layer, nxt)
+    state[w_next] = state[w_next] * sign.view(1, -1, *[1] * (state[w_next].dim() - 2))
+    if incoming:
+        w, b = f"{layer.prefix}.weight", f"{layer.prefix}.bias"
+        state[w] = state[w] * sign.view(-1, *[1] * (state[w].dim() - 1))
+        if b in state:
+            state[b] = state[b] * sign
+
+
+def canonical_phase(module: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The state_dict of the same function with every sine neuron's phase reduced to
+    w0 * b in [-pi/2, pi/2].
+
+    sin(w0 (z + b + pi / w0)) = -sin(w0 (z + b)): shifting a hidden neuron's bias by pi / w0
+    and negating its outgoing weights keeps the function (two shifts are sine's period).
+    Every neuron that a :class:`~graphnfn.modules.Sine` reads first (and whose outputs reach
+    the next layer through odd maps only) gets b <- b - k pi / w0 with k = round(w0 b / pi),
+    and its outgoing weights times (-1)^k; a network's last layer is left alone (its outputs
+    are the function's). Two networks that differ by such shifts get the same state_dict, so a
+    model reads one representative per function of this group; the sign flips that remain
+    (b -> -b) keep the range, as ``round`` is odd (halves go to even), so the form commutes with
+    sign flips and sign-equivariant models stay exact on it. Like every canonical form it is
+    discontinuous where w0 b crosses an odd multiple of pi/2."""
+    layers = chain_layers(module)
+    out = dict(state)
+    for layer, nxt in zip(layers[:-1], layers[1:]):
+        b = f"{layer.prefix}.bias"
+        if layer.w0 is None or b not in out:
+            continue
+        half = math.pi / layer.w0
+        k = torch.round(out[b] / half)
+        out[b] = out[b] - k * half
+        _signs(out, layer, nxt, 1 - 2 * k.remainder(2), incoming=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -123,7 +187,7 @@ class WeightAugment:
         out = dict(state)
         view = None
         if self.mirror is not None or self.dihedral:
-            first = f"{layers[0][0]}.weight"
+            first = f"{layers[0].prefix}.weight"
             shape = tuple(out[first].shape)
             need = "two coordinates" if self.dihedral else f"coordinate {self.mirror}"
             if len(shape) != 2 or (shape[1] != 2 if self.dihedral else not 0 <= self.mirror < shape[1]):
@@ -133,23 +197,17 @@ class WeightAugment:
             view = self.draw_view(shape[1], gen)
             if view is not None:
                 out[first] = view.weights(out[first])
-        for (name, odd), (nxt, _) in zip(layers[:-1], layers[1:]):
-            w, b, w_next = f"{name}.weight", f"{name}.bias", f"{nxt}.weight"
-            n = out[w].size(0)
-            if out[w_next].size(1) != n:
-                raise TypeError(f"weight augmentation: {w_next} takes {out[w_next].size(1)} inputs but {name} has "
-                                f"{n} outputs (a spatial flatten?); only chains with matching widths are supported")
+        for layer, nxt in zip(layers[:-1], layers[1:]):
+            w_next, n = _outgoing(out, layer, nxt)
             if self.permute:
                 perm = torch.randperm(n, generator=gen)
+                w, b = f"{layer.prefix}.weight", f"{layer.prefix}.bias"
                 out[w], out[w_next] = out[w][perm], out[w_next][:, perm]
                 if b in out:
                     out[b] = out[b][perm]
-            if self.sign_flip and odd:
-                sign = torch.randint(0, 2, (n,), generator=gen).to(out[w].dtype) * 2 - 1
-                out[w] = out[w] * sign.view(-1, *[1] * (out[w].dim() - 1))
-                out[w_next] = out[w_next] * sign.view(1, -1, *[1] * (out[w_next].dim() - 2))
-                if b in out:
-                    out[b] = out[b] * sign
+            if self.sign_flip and layer.odd:
+                sign = torch.randint(0, 2, (n,), generator=gen).to(out[w_next].dtype) * 2 - 1
+                _signs(out, layer, nxt, sign, incoming=True)
         for key, value in out.items():
             if self.noise > 0 and value.numel() > 1:
                 value = value + self.noise * value.std() * torch.randn(value.shape, generator=gen, dtype=value.dtype)

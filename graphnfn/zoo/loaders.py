@@ -10,7 +10,8 @@ ViTs an ``AttentionWeightSpace`` from ``converters.to_attention_weight_space``).
 :func:`graph_loader` batches graphs with :func:`graphnfn.collate` (any mix of
 architectures); :func:`weight_space_loader` stacks weight spaces with
 :func:`graphnfn.paramshare.concat` ([B, 1, ...] tensors) and targets to [B, ...].
-Both apply the same optional :class:`~graphnfn.zoo.augment.WeightAugment`.
+Both apply the same optional :class:`~graphnfn.zoo.augment.WeightAugment`, and with ``phase``
+the same :func:`~graphnfn.zoo.augment.canonical_phase` (after the augmentation).
 """
 from __future__ import annotations
 
@@ -25,25 +26,30 @@ import converters
 from graphnfn.graph import NeuralGraph, collate
 from graphnfn.paramshare import AttentionWeightSpace, WeightSpace, concat
 
-from .augment import ImageView, WeightAugment
+from .augment import ImageView, WeightAugment, canonical_phase
 from .editing import edit_images
 from .source import Zoo, ZooSource, record_value
 from .templates import ConversionTemplates
 
 Target = str | Callable[[dict], object]
+_DATASET_KEYS = ("indices", "target", "augment", "phase")  # what the loaders hand their dataset
 
 
 class _ZooItems(Dataset):
-    """Entries of a source chosen by split (or explicit indices), as modules holding their (augmented) weights."""
+    """Entries of a source chosen by split (or explicit indices), as modules holding their (augmented) weights.
+
+    ``augment``: a :class:`~graphnfn.zoo.augment.WeightAugment` drawn anew at every access;
+    ``phase``: every entry in :func:`~graphnfn.zoo.augment.canonical_phase` form (after ``augment``)."""
 
     def __init__(self, source: ZooSource, split: str | None = None, indices: Sequence[int] | None = None,
-                 target: Target = "label", augment: WeightAugment | None = None):
+                 target: Target = "label", augment: WeightAugment | None = None, phase: bool = False):
         self.source = source
         self.indices = list(indices) if indices is not None else source.indices(split)
         if not self.indices:
             raise ValueError(f"zoo has no entries in split {split!r}")
         self.target = target
         self.augment = augment
+        self.phase = phase
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -65,6 +71,8 @@ class _ZooItems(Dataset):
         if self.augment is not None:
             state, view = self.augment.apply(module, module.state_dict())
             module.load_state_dict(state)
+        if self.phase:
+            module.load_state_dict(canonical_phase(module, module.state_dict()))
         return templates(self.source.arch_key(i), module), self._target(i, view)
 
 
@@ -106,8 +114,9 @@ def collate_weight_spaces(items: Sequence[tuple[WeightSpace | AttentionWeightSpa
 def graph_loader(source: ZooSource, split: str | None = None, batch_size: int = 32, shuffle: bool = False,
                  **kwargs) -> DataLoader:
     """A DataLoader of :class:`torch_geometric.data.Batch` es (``batch.y`` [B, ...]).
-    ``kwargs``: ``indices``, ``target``, ``augment`` (see :class:`GraphZooDataset`), or DataLoader options."""
-    ds_kw = {k: kwargs.pop(k) for k in ("indices", "target", "augment") if k in kwargs}
+    ``kwargs``: ``indices``, ``target``, ``augment``, ``phase`` (see :class:`GraphZooDataset`), or DataLoader
+    options."""
+    ds_kw = {k: kwargs.pop(k) for k in _DATASET_KEYS if k in kwargs}
     return DataLoader(GraphZooDataset(source, split, **ds_kw), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=collate, **kwargs)
 
@@ -115,7 +124,7 @@ def graph_loader(source: ZooSource, split: str | None = None, batch_size: int = 
 def weight_space_loader(source: ZooSource, split: str | None = None, batch_size: int = 32, shuffle: bool = False,
                         **kwargs) -> DataLoader:
     """A DataLoader of ``(WeightSpace [B, 1, ...], targets [B, ...])``; arguments as :func:`graph_loader`."""
-    ds_kw = {k: kwargs.pop(k) for k in ("indices", "target", "augment") if k in kwargs}
+    ds_kw = {k: kwargs.pop(k) for k in _DATASET_KEYS if k in kwargs}
     return DataLoader(WeightSpaceZooDataset(source, split, **ds_kw), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=collate_weight_spaces, **kwargs)
 
