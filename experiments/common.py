@@ -73,7 +73,8 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
                  scale: bool = True) -> tuple[dict[str, list], WeightScaler | None]:
     """Train/val/test batches of the model's family over the zoo records that
     satisfy ``where``, materialised once (conversion is not repeated every epoch;
-    with ``augment`` the train split is re-drawn under its symmetries every epoch), and the scaler.
+    with ``augment`` the train split is re-drawn under its symmetries every epoch; with ``phase`` every
+    split in :func:`graphnfn.zoo.augment.canonical_phase` form), and the scaler.
     ``cfg["workers"]`` DataLoader processes convert (and augment) the networks; their augmentation
     draws come from RNGs seeded off the loader's generator, so a pass replays exactly on resume.
     ``scale``: divide weights and biases by their train-set RMS (:class:`WeightScaler`).
@@ -94,7 +95,8 @@ def make_loaders(cfg: dict, zoo: Zoo, target, where=None,
             out[split] = _Epochs(batches, sampler) if augment is not None else list(batches)
             continue
         batches = loader(zoo, batch_size=cfg["batch_size"], shuffle=split == "train", indices=indices, target=target,
-                         augment=augment, phase=cfg["phase"], generator=torch.Generator().manual_seed(cfg["seed"]), **workers)
+                         augment=augment, phase=cfg["phase"], generator=torch.Generator().manual_seed(cfg["seed"]),
+                         **workers)
         out[split] = batches if augment is not None else list(batches)
     if not scale:
         return out, None
