@@ -2,6 +2,8 @@
 them: bitwise state_dict equality and hidden-neuron permutations."""
 from __future__ import annotations
 
+import math
+
 import torch
 from hypothesis import reject, strategies as st
 from torch import nn
@@ -186,3 +188,16 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.head(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def pi_shifted(siren: nn.Sequential, state: dict, gen: torch.Generator) -> dict:
+    """``state`` of a SIREN (Linear, Sine, ..., Linear) with every hidden neuron's bias moved by
+    k pi / w0 (k random in -3..3) and its outgoing weights times (-1)^k: the same function."""
+    out = dict(state)
+    linear = [i for i, m in enumerate(siren) if isinstance(m, nn.Linear)]
+    for layer, nxt in zip(linear[:-1], linear[1:]):
+        bias = out[f"{layer}.bias"]
+        k = torch.randint(-3, 4, bias.shape, generator=gen).to(bias.dtype)
+        out[f"{layer}.bias"] = bias + k * math.pi / siren[layer + 1].w0
+        out[f"{nxt}.weight"] = out[f"{nxt}.weight"] * (1 - 2 * k.remainder(2))
+    return out

@@ -1,6 +1,5 @@
 """The Sacred experiments and the comparison runner, on tiny digits zoos."""
 import json
-import math
 import re
 import sqlite3
 
@@ -10,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sacred.observers import FileStorageObserver, SqlObserver
 from sacred.utils import ConfigAddedError
+
+from nets import pi_shifted
 
 TINY = {"quick": True, "steps": 4, "eval_every": 2, "batch_size": 16, "d_hidden": 16, "n_layers": 1, "heads": 2, "fourier": 4,
         "device": "cpu"}
@@ -351,24 +352,17 @@ def test_a_trained_model_is_an_artifact_that_predicts_on_new_networks(trained_ru
             want = torch.stack([net(probe.probes) for net in nets])
         torch.testing.assert_close(probe.activations(trained.inputs(nets))[-1], want, rtol=1e-4, atol=1e-5)
     if run.config["phase"]:  # the same functions, other phases: the same predictions; a state_dict is refused
-        shifted = [_phase_shifted(zoo.module(i), torch.Generator().manual_seed(i)) for i in test]
+        shifted = []
+        for i in test:
+            siren = zoo.module(i)
+            siren.load_state_dict(pi_shifted(siren, siren.state_dict(), torch.Generator().manual_seed(i)))
+            shifted.append(siren)
         torch.testing.assert_close(trained.predict(shifted), logits, rtol=1e-4, atol=1e-4)
         with pytest.raises(ValueError, match="phase=True.*nn.Module"):
             trained.predict([zoo.state_dict(test[0])])
     with pytest.raises(FileNotFoundError, match="no checkpoints match"):
         graphnfn.load_model(folder, model="magep")
 
-
-def _phase_shifted(siren, gen):
-    """The SIREN with every hidden neuron's bias moved by k pi / w0 (k in -3..3, random) and its
-    outgoing weights times (-1)^k: the same function."""
-    state = siren.state_dict()
-    for layer, nxt in (("0", "2"), ("2", "4")):
-        k = torch.randint(-3, 4, state[f"{layer}.bias"].shape, generator=gen).to(state[f"{layer}.bias"].dtype)
-        state[f"{layer}.bias"] = state[f"{layer}.bias"] + k * math.pi / siren[1].w0
-        state[f"{nxt}.weight"] = state[f"{nxt}.weight"] * (1 - 2 * k.remainder(2))
-    siren.load_state_dict(state)
-    return siren
 
 
 def test_graphnfn_predict_gives_the_models_predictions_for_checkpoint_files(trained_run, tmp_path, capsys):

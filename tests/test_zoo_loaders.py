@@ -14,6 +14,7 @@ from graphnfn.zoo import (
 )
 from graphnfn.zoo.augment import canonical_phase, chain_layers
 from graphnfn.zoo.siren import SirenFit
+from nets import pi_shifted
 from test_zoo_common import one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -116,12 +117,7 @@ def test_canonical_phase_is_one_representative_of_the_pi_shifts(widths, w0, seed
     assert sum(not torch.equal(canon[f"{2 * layer}.bias"], state[f"{2 * layer}.bias"]) for layer in hidden) > 0
     last = 2 * len(widths)
     assert torch.equal(canon[f"{last}.bias"], state[f"{last}.bias"])
-    shifted = dict(state)
-    for layer in hidden:
-        k = torch.randint(-3, 4, (widths[layer],), generator=gen).double()
-        shifted[f"{2 * layer}.bias"] = shifted[f"{2 * layer}.bias"] + k * math.pi / w0
-        shifted[f"{2 * layer + 2}.weight"] = shifted[f"{2 * layer + 2}.weight"] * (1 - 2 * k.remainder(2))
-    again = canonical_phase(net, shifted)
+    again = canonical_phase(net, pi_shifted(net, state, gen))
     for key, value in canon.items():
         torch.testing.assert_close(again[key], value, rtol=0, atol=1e-9)
     flip = WeightAugment(sign_flip=True)

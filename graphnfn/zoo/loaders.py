@@ -68,11 +68,13 @@ class _ZooItems(Dataset):
         any other (a label, an accuracy) stays."""
         # a fresh module per item: converters may hand out views of its parameters
         module, view = self.source.module(i), None
-        if self.augment is not None:
-            state, view = self.augment.apply(module, module.state_dict())
+        if self.augment is not None or self.phase:
+            state = module.state_dict()
+            if self.augment is not None:
+                state, view = self.augment.apply(module, state)
+            if self.phase:
+                state = canonical_phase(module, state)
             module.load_state_dict(state)
-        if self.phase:
-            module.load_state_dict(canonical_phase(module, module.state_dict()))
         return templates(self.source.arch_key(i), module), self._target(i, view)
 
 
